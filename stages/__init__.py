@@ -1,0 +1,1 @@
+"""DVC stage scripts: one module per stage, each run as ``python -m stages.<name>``."""

@@ -1,0 +1,144 @@
+"""Shared fixtures: the real MNIST mirror, a real HTTP server, a temporary DVC project."""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a project copy needs: the pipeline definition and its code.
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The local MNIST mirror: $MNIST_MIRROR if it is a folder, else ../shared/mnist."""
+    candidates = [os.environ.get("MNIST_MIRROR", ""), str(ROOT.parent / "shared" / "mnist")]
+    for c in candidates:
+        if c and (Path(c) / "t10k-labels-idx1-ubyte.gz").exists():
+            return Path(c).resolve()
+    pytest.fail("MNIST files not found: set MNIST_MIRROR to a folder holding the four .gz files "
+                f"(tried {[c for c in candidates if c]})")
+
+
+class FileServer:
+    """A real HTTP server on 127.0.0.1 serving a folder, in a background thread."""
+
+    def __init__(self, directory: Path, handler: type = http.server.SimpleHTTPRequestHandler):
+        class Quiet(handler):  # type: ignore[misc, valid-type]
+            def log_message(self, *args: Any) -> None:
+                pass
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., FileServer]]:
+    servers: list[FileServer] = []
+
+    def start(directory: Path, handler: type = http.server.SimpleHTTPRequestHandler) -> FileServer:
+        servers.append(FileServer(directory, handler))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def free_port_url() -> str:
+    """A loopback URL on which nothing listens (connection refused)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocesses: this venv's python first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def dvc(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, env, check)
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+class Project:
+    """A copy of this project in a temporary git + DVC repository."""
+
+    def __init__(self, path: Path, mnist_dir: Path):
+        self.path = path
+        self.env = tool_env(MNIST_MIRROR=str(mnist_dir))
+
+    def set_params(self, changes: dict) -> None:
+        file = self.path / "params.yaml"
+        file.write_text(yaml.safe_dump(deep_update(yaml.safe_load(file.read_text()), changes),
+                                       sort_keys=False))
+
+    def dvc(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        return dvc(*args, cwd=self.path, env=env or self.env, check=check)
+
+    def git(self, *args: str) -> subprocess.CompletedProcess:
+        return run(["git", *args], self.path, self.env)
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def project(tmp_path: Path, mnist_dir: Path) -> Project:
+    path = tmp_path / "project"
+    path.mkdir()
+    for name in PROJECT_FILES:
+        src, dst = ROOT / name, path / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    proj = Project(path, mnist_dir)
+    run(["git", "init", "-q", "-b", "main"], path)
+    proj.git("config", "user.email", "test@example.com")
+    proj.git("config", "user.name", "test")
+    proj.commit("project copy")
+    return proj
