@@ -1,10 +1,9 @@
 """Stage fetch: download and verify MNIST, write data/mnist.npz (uint8, no pickles)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from stages.lib import mnist, params
+from stages.lib import mnist, params, run
 from stages.lib.files import write_npz
 
 OUT = Path("data/mnist.npz")
@@ -13,13 +12,10 @@ CACHE = Path("data/downloads")  # verified .gz files; not a DVC output, so rerun
 
 def main() -> None:
     p = params.load("fetch", params.FetchParams)
-    try:
-        arrays = mnist.fetch(p.mirrors, CACHE, p.timeout, p.retries)
-    except mnist.MnistError as exc:
-        sys.exit(f"fetch: {exc}")
+    arrays = mnist.fetch(p.mirrors, CACHE, p.timeout, p.retries)
     write_npz(OUT, arrays)
     print(f"fetch: wrote {OUT} ({', '.join(f'{k} {v.shape}' for k, v in sorted(arrays.items()))})")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -201,7 +201,7 @@ def test_stage_failure_leaves_no_output(tmp_path: Path, bad_mirror) -> None:
     result = subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=work, capture_output=True, text=True,
                             env=tool_env(MNIST_MIRROR=str(corrupt), PYTHONPATH=str(ROOT)))
     assert result.returncode != 0
-    assert "fetch: Could not obtain verified MNIST files" in result.stderr
+    assert "error: Could not obtain verified MNIST files" in result.stderr
     assert "checksum mismatch" in result.stderr
     assert not (work / "data/mnist.npz").exists()
     assert [p.name for p in (work / "data").rglob("*") if p.is_file()] == []

@@ -1,1 +1,17 @@
-"""Code shared by the stages: params, files, MNIST, models, plotting."""
+"""Code shared by the stages: params, files, MNIST, models, training, plotting."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class StageError(Exception):
+    """An expected failure (bad params, bad input, diverged training); the message says what to fix."""
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main(); report a StageError as one clear line and a non-zero exit, no traceback."""
+    try:
+        main()
+    except StageError as exc:
+        sys.exit(f"error: {exc}")

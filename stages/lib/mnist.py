@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from stages.lib import StageError
 from stages.lib.files import atomic_path, load_npz
 
 ENV_MIRROR = "MNIST_MIRROR"
@@ -37,7 +38,7 @@ FILES: dict[str, tuple[str, str, tuple[int, ...]]] = {
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class MnistError(RuntimeError):
+class MnistError(StageError):
     """MNIST could not be obtained, verified or read."""
 
 

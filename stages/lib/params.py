@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from stages.lib import StageError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """A missing, unknown or invalid parameter."""
 
 
@@ -149,4 +151,6 @@ def _describe(hint: Any, meta: dict) -> str:
 BLOCKS: dict[str, type] = {
     "fetch": FetchParams,
     "data": DataParams,
+    "ae": TrainParams,
+    "vae": VAEParams,
 }

@@ -1,0 +1,248 @@
+"""The notebook's models in Keras 3, side by side: AE, VAE and conditional VAE.
+
+    encoder:  image (28x28) -> Flatten -> Dense(128, relu) -> Dense(16, relu) -> latent
+    decoder:  latent -> Dense(16, relu) -> Dense(128, relu) -> Dense(784, sigmoid) -> 28x28
+
+The AE's encoder outputs a point z; the VAE's outputs (z_mean, z_log_var) and
+draws z with the Sampling layer. The conditional VAE feeds the one-hot digit
+label to both the encoder and the decoder. Encoder and decoder are separate
+``keras.Model``s, saved as separate ``.keras`` files.
+
+Losses, in nats per image (summed over pixels or latent dimensions, mean over the batch):
+    reconstruction = binary cross-entropy summed over the 784 pixels
+    KL             = KL(N(z_mean, exp(z_log_var)) || N(0, I)) summed over the latent dimensions
+    VAE loss       = reconstruction + beta * KL        (beta = 1: the negative ELBO)
+
+The notebook averages its KL over the latent dimensions instead of summing it,
+which is beta = 1 / latent_dim (0.5 for its 2-D latent space); ``vae.beta: 0.5``
+reproduces it.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of logs
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+IMAGE_SHAPE = (28, 28)
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+
+
+# --- the Sampling layer -------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="vae_basics")
+class Sampling(layers.Layer):
+    """z = z_mean + exp(z_log_var / 2) * epsilon, epsilon ~ N(0, I): the reparameterisation trick.
+
+    The network predicts the log-variance, so the standard deviation is positive without constraints.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "seed": self.seed}
+
+
+# --- encoder and decoder ------------------------------------------------------------
+
+def build_encoder(latent_dim: int, hidden: tuple[int, ...], variational: bool,
+                  conditional: bool = False, seed: int | None = None) -> keras.Model:
+    """AE: image -> z.  VAE: image -> (z_mean, z_log_var, z).  Conditional: (image, label) -> ..."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    inputs = [image]
+    x = layers.Flatten(name="flatten")(image)
+    if conditional:
+        label = keras.Input((N_CLASSES,), name="label")
+        inputs.append(label)
+        x = layers.Concatenate(name="image_and_label")([x, label])
+    # Explicit layer names: the saved files do not depend on what else the process built.
+    for i, units in enumerate(hidden, 1):
+        x = layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+    if not variational:
+        return keras.Model(inputs, layers.Dense(latent_dim, name="z")(x), name="encoder")
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    z = Sampling(seed=seed, name="z")([z_mean, z_log_var])
+    return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
+
+
+def build_decoder(latent_dim: int, hidden: tuple[int, ...], conditional: bool = False) -> keras.Model:
+    """z (and, conditional, the label) -> image; the encoder's hidden layers mirrored."""
+    z = keras.Input((latent_dim,), name="z")
+    inputs = [z]
+    x = z
+    if conditional:
+        label = keras.Input((N_CLASSES,), name="label")
+        inputs.append(label)
+        x = layers.Concatenate(name="z_and_label")([z, label])
+    for i, units in enumerate(reversed(hidden), 1):
+        x = layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+    x = layers.Dense(N_PIXELS, activation="sigmoid", name="pixels")(x)
+    return keras.Model(inputs, layers.Reshape(IMAGE_SHAPE, name="image")(x), name="decoder")
+
+
+# --- the loss -----------------------------------------------------------------------
+
+def reconstruction_loss(x, x_decoded):
+    """Binary cross-entropy summed over the pixels: one value per image, in nats."""
+    x = ops.reshape(x, (-1, N_PIXELS))
+    x_decoded = ops.reshape(x_decoded, (-1, N_PIXELS))
+    return ops.sum(ops.binary_crossentropy(x, x_decoded), axis=-1)
+
+
+def kl_divergence(z_mean, z_log_var):
+    """KL(N(z_mean, exp(z_log_var)) || N(0, I)) summed over the latent dimensions: one value per image."""
+    return -0.5 * ops.sum(1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+# --- the trainable models -------------------------------------------------------------
+
+class AE(keras.Model):
+    """Autoencoder: x -> encoder -> z -> decoder -> x'. Minimises the reconstruction loss."""
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.term_names}
+
+    term_names: tuple[str, ...] = ("loss", "reconstruction")
+
+    def loss_terms(self, data, training: bool = False) -> dict:
+        """Batch means of the loss terms; "loss" is the one minimised."""
+        reconstruction = ops.mean(reconstruction_loss(data, self(data, training=training)))
+        return {"loss": reconstruction, "reconstruction": reconstruction}
+
+    def call(self, data, training: bool = False):
+        return self.decoder(self.encoder(data, training=training))
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(data, training=True)
+        grads = tape.gradient(terms["loss"], self.trainable_weights)
+        self.optimizer.apply(grads, self.trainable_weights)
+        return self._track(terms)
+
+    def test_step(self, data):
+        return self._track(self.loss_terms(data))
+
+    def _track(self, terms: dict) -> dict:
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+
+class VAE(AE):
+    """Variational autoencoder: loss = reconstruction + beta * KL to N(0, I)."""
+
+    term_names = ("loss", "reconstruction", "kl")
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = 1.0, **kwargs):
+        super().__init__(encoder, decoder, **kwargs)
+        self.beta = beta
+
+    def encode_decode(self, data, training: bool):
+        z_mean, z_log_var, z = self.encoder(data, training=training)
+        return data, self.decoder(z, training=training), z_mean, z_log_var
+
+    def loss_terms(self, data, training: bool = False) -> dict:
+        x, x_decoded, z_mean, z_log_var = self.encode_decode(data, training)
+        reconstruction = ops.mean(reconstruction_loss(x, x_decoded))
+        kl = ops.mean(kl_divergence(z_mean, z_log_var))
+        return {"loss": reconstruction + self.beta * kl, "reconstruction": reconstruction, "kl": kl}
+
+    def call(self, data, training: bool = False):
+        return self.encode_decode(data, training)[1]
+
+
+class CVAE(VAE):
+    """Conditional VAE: encoder and decoder also see the one-hot label; data is (image, label)."""
+
+    def encode_decode(self, data, training: bool):
+        x, label = data
+        z_mean, z_log_var, z = self.encoder([x, label], training=training)
+        return x, self.decoder([z, label], training=training), z_mean, z_log_var
+
+
+# --- building and loading -----------------------------------------------------------------
+
+def build(kind: str, latent_dim: int, hidden: tuple[int, ...], beta: float = 1.0,
+          seed: int | None = None) -> AE:
+    """``kind`` is "ae", "vae" or "cvae"."""
+    variational, conditional = kind != "ae", kind == "cvae"
+    encoder = build_encoder(latent_dim, hidden, variational, conditional, seed=seed)
+    decoder = build_decoder(latent_dim, hidden, conditional)
+    if kind == "ae":
+        return AE(encoder, decoder, name="ae")
+    return (CVAE if conditional else VAE)(encoder, decoder, beta=beta, name=kind)
+
+
+def load(path) -> keras.Model:
+    """Load an encoder or decoder saved by a stage; never unpickles (safe_mode)."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def save(model: keras.Model, path) -> None:
+    """Save a ``.keras`` file atomically and byte-reproducibly.
+
+    A plain ``model.save`` differs on every call: the zip entries carry the time,
+    metadata.json carries ``date_saved`` and config.json numbers shared objects
+    by their memory address (``shared_object_id``). Rewrite all three.
+    """
+    import json
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    from stages.lib.files import ZIP_EPOCH, atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as out, tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "raw.keras"
+        model.save(raw)
+        with zipfile.ZipFile(raw) as zin, zipfile.ZipFile(out, "w") as zout:
+            for info in sorted(zin.infolist(), key=lambda i: i.filename):
+                data = zin.read(info.filename)
+                if info.filename == "metadata.json":
+                    data = json.dumps({**json.loads(data), "date_saved": "1980-01-01@00:00:00"},
+                                      sort_keys=True).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
+                entry = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
+                entry.compress_type = info.compress_type
+                entry.external_attr = 0o644 << 16
+                zout.writestr(entry, data)
+
+
+def _renumber_shared_objects(config):
+    """Replace memory addresses in ``shared_object_id`` by 0, 1, 2... in order of appearance."""
+    ids: dict = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "shared_object_id":
+                    node[key] = ids.setdefault(value, len(ids))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(config)
+    return config
