@@ -125,10 +125,18 @@ class Project:
         self.git("commit", "-q", "-m", message)
 
 
+# Params that make the whole pipeline run in about a minute: 1 epoch on 1000 images.
+TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1}}
+
+
 @pytest.fixture
 def project(tmp_path: Path, mnist_dir: Path) -> Project:
-    path = tmp_path / "project"
-    path.mkdir()
+    return copy_project(tmp_path / "project", mnist_dir)
+
+
+def copy_project(path: Path, mnist_dir: Path) -> Project:
+    """The pipeline's files in a new git repository at ``path``, committed."""
+    path.mkdir(parents=True)
     for name in PROJECT_FILES:
         src, dst = ROOT / name, path / name
         dst.parent.mkdir(parents=True, exist_ok=True)

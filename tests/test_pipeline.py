@@ -14,7 +14,7 @@ def test_repro_fetch_then_nothing_to_do(project: Project, serve, mnist_dir) -> N
     out = project.dvc("repro", "fetch").stdout
     assert "Running stage 'fetch'" in out
     assert (project.path / "data/mnist.npz").exists()
-    assert "up to date" in project.dvc("status").stdout
+    assert "up to date" in project.dvc("status", "fetch").stdout
     again = project.dvc("repro", "fetch").stdout
     assert "Running stage" not in again and "didn't change, skipping" in again
     md5 = lock(project)["stages"]["fetch"]["outs"][0]["md5"]
@@ -23,3 +23,73 @@ def test_repro_fetch_then_nothing_to_do(project: Project, serve, mnist_dir) -> N
     env = dict(project.env, MNIST_MIRROR=serve(mnist_dir).url)
     project.dvc("repro", "-f", "fetch", env=env)
     assert lock(project)["stages"]["fetch"]["outs"][0]["md5"] == md5
+
+
+# --- the whole pipeline, tiny ----------------------------------------------------------
+
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.conftest import TINY, copy_project  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
+    """A project copy with tiny params, fully reproduced once."""
+    proj = copy_project(tmp_path_factory.mktemp("tiny") / "project", mnist_dir)
+    proj.set_params(TINY)
+    proj.dvc("repro")
+    proj.commit("tiny run")
+    return proj
+
+
+def would_run(project: Project, changes: dict) -> set[str]:
+    """The stages `dvc repro --dry` would run after ``changes`` to params.yaml (then restored)."""
+    project.set_params(changes)
+    try:
+        out = project.dvc("repro", "--dry").stdout
+    finally:
+        project.git("checkout", "params.yaml")
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
+    stages = lock(tiny)["stages"]
+    expected = {"fetch", "train_ae", "train_vae", "plot_samples",
+                *(f"{s}@{m}" for s in ("encode", "generate", "plot") for m in ("ae", "vae"))}
+    assert expected <= set(stages)
+    for name, stage in stages.items():
+        for out in stage.get("outs", []):
+            assert (tiny.path / out["path"]).is_file(), f"{name}: {out['path']} missing"
+    for png in (tiny.path / "artifacts").rglob("*.png"):
+        assert png.stat().st_size < 500_000, png
+    assert "up to date" in tiny.dvc("status").stdout
+    # Committed for review: metrics, history and figures; cached, so git-ignored: models and arrays.
+    tracked = tiny.git("ls-files", "artifacts").stdout.split()
+    assert "artifacts/vae/metrics.json" in tracked and "artifacts/ae/manifold.png" in tracked
+    assert not [t for t in tracked if t.endswith((".keras", ".npz", ".npy"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changes, allowed", [
+    ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot_samples"}),
+    ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
+    ({"vae": {"beta": 0.5}}, {"train_vae", "encode@vae", "generate@vae", "plot@vae"}),
+    ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae"}),
+    ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae"}),
+])
+def test_param_edits_rerun_only_what_they_affect(tiny: Project, changes: dict, allowed: set[str]) -> None:
+    ran = would_run(tiny, changes)
+    assert ran, "the edit should rerun something"
+    assert ran <= allowed, ran - allowed
+
+
+@pytest.mark.slow
+def test_forced_repro_gives_an_identical_lock(tiny: Project) -> None:
+    before = (tiny.path / "dvc.lock").read_text()
+    tiny.dvc("repro", "-f")
+    assert (tiny.path / "dvc.lock").read_text() == before
+    assert tiny.git("status", "--porcelain").stdout == ""  # committed figures and metrics unchanged too

@@ -15,3 +15,14 @@ def run(main: Callable[[], None]) -> None:
         main()
     except StageError as exc:
         sys.exit(f"error: {exc}")
+
+
+MODELS = ("ae", "vae", "cvae")
+
+
+def model_arg(argv: list[str] | None = None) -> str:
+    """The model a per-model stage works on: its one command-line argument."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in MODELS:
+        raise StageError(f"expected one argument, the model, one of {list(MODELS)}; got {args}")
+    return args[0]

@@ -57,6 +57,50 @@ class VAEParams(TrainParams):
     beta: float = rule(ge=0)                     # weight of the KL term; 1 is the ELBO
 
 
+@dataclass(frozen=True)
+class GridParams:
+    """A uniform grid over the 2-D latent space, as in the notebook's generate_images_latent."""
+    x: tuple[float, ...] = rule(min_len=2)       # [x0, x1]
+    y: tuple[float, ...] = rule(min_len=2)       # [y0, y1]
+    step: float = rule(gt=0)
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] >= lo_hi[1]:
+                raise ParamsError(f"{name}: expected [low, high] with low < high, got {list(lo_hi)}")
+            n = round((lo_hi[1] - lo_hi[0]) / self.step) + 1
+            if n > 201:
+                raise ParamsError(f"{name}: {n} grid points with step {self.step}; at most 201 allowed")
+
+
+@dataclass(frozen=True)
+class ScatterParams:
+    cmap: str = rule()
+    point_size: float = rule(gt=0)
+
+
+@dataclass(frozen=True)
+class HistogramParams:
+    bins: int = rule(ge=2, le=500)
+
+
+@dataclass(frozen=True)
+class SamplesParams:
+    rows: int = rule(ge=1, le=20)
+    cols: int = rule(ge=1, le=40)
+    seed: int = rule(ge=0)
+
+
+@dataclass(frozen=True)
+class PlotParams:
+    dpi: int = rule(ge=20, le=600)
+    style: str = rule()
+    scatter: ScatterParams = rule()
+    histograms: HistogramParams = rule()
+    samples: SamplesParams = rule()
+
+
 # --- validation ---------------------------------------------------------------
 
 T = TypeVar("T")
@@ -99,7 +143,10 @@ def parse(data: Any, schema: type[T], where: str, path: str | Path = PARAMS_FILE
         if name not in data:
             raise ParamsError(f"{path}: missing key {key} ({_describe(hints[name], f.metadata)})")
         values[name] = _check(data[name], hints[name], f.metadata, key, path)
-    return schema(**values)
+    try:
+        return schema(**values)
+    except ParamsError as exc:  # a check across fields (__post_init__): say where
+        raise ParamsError(f"{path}: {where}.{exc}") from None
 
 
 def _check(value: Any, hint: Any, meta: dict, key: str, path: str | Path) -> Any:
@@ -153,4 +200,7 @@ BLOCKS: dict[str, type] = {
     "data": DataParams,
     "ae": TrainParams,
     "vae": VAEParams,
+    "plot": PlotParams,
+    "generate.ae": GridParams,
+    "generate.vae": GridParams,
 }

@@ -1,0 +1,40 @@
+"""Stage encode@<model>: encode the training and test images; write artifacts/<model>/encodings.npz.
+
+AE: ``z``. VAE and CVAE: ``z_mean``, ``z_log_var`` and ``z`` drawn by the Sampling layer, whose
+seed was saved with the encoder. Each with the ``_train`` / ``_test`` suffix, beside the labels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import mnist, model_arg, run
+from stages.lib.files import write_npz
+
+BATCH = 2000
+
+
+def encode(kind: str, encoder, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    inputs = [x, np.eye(10, dtype=np.float32)[y]] if kind == "cvae" else x
+    out = encoder.predict(inputs, batch_size=BATCH, verbose=0)
+    if kind == "ae":
+        return {"z": out}
+    return dict(zip(("z_mean", "z_log_var", "z"), out))
+
+
+def main() -> None:
+    kind = model_arg()
+    from stages.lib import models, training
+
+    training.seed_everything(0)  # deterministic ops; the sampling seed comes with the encoder
+    x_train, y_train, x_test, y_test = mnist.load()
+    encoder = models.load(Path("artifacts", kind, "encoder.keras"))
+    arrays = {"y_train": y_train, "y_test": y_test}
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        arrays.update({f"{k}_{split}": v for k, v in encode(kind, encoder, x, y).items()})
+    write_npz(Path("artifacts", kind, "encodings.npz"), arrays)
+
+
+if __name__ == "__main__":
+    run(main)

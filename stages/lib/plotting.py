@@ -1,0 +1,140 @@
+"""The notebook's figures, drawn reproducibly: PNGs carry no date or version, so two runs give equal bytes."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from stages.lib.files import atomic_path  # noqa: E402
+
+DIGITS = range(10)
+AXIS_NAMES = "XYZW"
+
+
+def style(name: str) -> None:
+    """A matplotlib style, with fonts and SVG ids pinned so output does not depend on the machine's fonts."""
+    plt.style.use(name)
+    matplotlib.rcParams.update({"font.family": "DejaVu Sans", "svg.hashsalt": "vae-basics"})
+
+
+def save(fig: plt.Figure, path: str | Path, dpi: int) -> None:
+    """Write a PNG atomically and close the figure.
+
+    The image is reduced to a 256-colour palette (no dithering): invisible in these
+    figures, and it keeps the decoded grids well under 500 KB for git. PIL writes no
+    date or version, so equal figures give equal bytes.
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    image = Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="png", optimize=True)
+
+
+def axis_name(dim: int) -> str:
+    return f"Feature {AXIS_NAMES[dim]}" if dim < len(AXIS_NAMES) else f"Feature {dim}"
+
+
+def latent_scatter(z: np.ndarray, labels: np.ndarray, title: str, cmap: str, point_size: float
+                   ) -> plt.Figure:
+    """Codes in the first two latent dimensions, coloured by digit, equal aspect."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    scat = ax.scatter(z[:, 0], z[:, 1], c=labels, s=point_size, cmap=cmap, vmin=-0.5, vmax=9.5,
+                      rasterized=True)
+    handles, _ = scat.legend_elements(num=list(DIGITS))
+    ax.legend(handles, [str(d) for d in DIGITS], title="Digit", loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), markerscale=1.5)
+    ax.set(xlabel=axis_name(0), ylabel=axis_name(1), title=title, aspect="equal")
+    fig.tight_layout()
+    return fig
+
+
+def latent_histograms(z: np.ndarray, labels: np.ndarray, title: str, bins: int) -> plt.Figure:
+    """Per-digit density histograms of each latent dimension: two digits per row,
+    a shared x range per dimension, a red line at the mean, N(mu, sigma) below."""
+    dims = z.shape[1]
+    fig, axes = plt.subplots(5, 2 * dims, figsize=(3.75 * 2 * dims, 12), squeeze=False)
+    colours = ["tab:green", "tab:blue", "tab:orange", "tab:purple"]
+    for dim in range(dims):
+        lo, hi = np.percentile(z[:, dim], [0.1, 99.9])  # a few far outliers would squash every panel
+        edges = np.linspace(lo, hi, bins + 1)
+        for digit in DIGITS:
+            ax = axes[digit // 2, (digit % 2) * dims + dim]
+            values = z[labels == digit, dim]
+            ax.hist(np.clip(values, lo, hi), bins=edges, density=True, color=colours[dim % 4], alpha=0.6)
+            mean, std = float(values.mean()), float(values.std())
+            ax.axvline(mean, color="red")
+            ax.set_xlim(lo, hi)
+            ax.set_yticks([])
+            ax.set_xlabel(f"Digit {digit}, {axis_name(dim)}\n"
+                          rf"$\sim\mathcal{{N}}(\mu={mean:.1f}, \sigma={std:.1f})$", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: dict[str, np.ndarray], title: str) -> plt.Figure:
+    """One panel per loss term: train and test per epoch."""
+    terms = [k for k in history if k not in ("epoch",) and not k.startswith("test_")]
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.5 * len(terms), 3.6), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        ax.plot(history["epoch"], history[term], label="train")
+        ax.plot(history["epoch"], history[f"test_{term}"], label="test")
+        ax.set(xlabel="epoch", ylabel="nats per image", title=term)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: np.ndarray, nrows: int, ncols: int) -> plt.Figure:
+    """Images as dark digits on white, in a rows x cols grid, without ticks."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8), squeeze=False)
+    for ax, image in zip(axes.flat, images):
+        ax.imshow(image, cmap="binary", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, top=0.99, bottom=0.01)
+    return fig
+
+
+def latent_grid(x0: float, x1: float, y0: float, y1: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grid coordinates as in the notebook: x ascending, y descending (the highest y at the top)."""
+    nx = round((x1 - x0) / step) + 1
+    ny = round((y1 - y0) / step) + 1
+    return np.linspace(x0, x1, nx), np.linspace(y1, y0, ny)
+
+
+def tile(images: np.ndarray) -> np.ndarray:
+    """(ny, nx, h, w) -> one (ny*h, nx*w) image, row iy at the top for iy = 0."""
+    ny, nx, h, w = images.shape
+    return images.transpose(0, 2, 1, 3).reshape(ny * h, nx * w)
+
+
+def manifold(decoded: np.ndarray, grid_x: Sequence[float], grid_y: Sequence[float], title: str,
+             dpi: int) -> plt.Figure:
+    """The decoded grid as one image, with the latent coordinates as ticks."""
+    ny, nx, h, w = decoded.shape
+    image = tile(decoded)
+    # At most ~7 inches of image: large grids are downsampled (antialiased) to keep the PNG small.
+    scale = min(1.0, 7 * dpi / max(image.shape))
+    fig, ax = plt.subplots(figsize=(scale * image.shape[1] / dpi + 1.2, scale * image.shape[0] / dpi + 1.0))
+    ax.imshow(image, cmap="Greys_r", vmin=0, vmax=1, interpolation="antialiased")
+    ax.set_xticks(np.arange(w // 2, nx * w, w), [_tick(v) for v in grid_x], rotation=90, fontsize=6)
+    ax.set_yticks(np.arange(h // 2, ny * h, h), [_tick(v) for v in grid_y], fontsize=6)
+    ax.set(xlabel=axis_name(0), ylabel=axis_name(1), title=title)
+    ax.grid(False)
+    fig.tight_layout()
+    return fig
+
+
+def _tick(value: float) -> str:
+    return f"{round(float(value), 1) + 0.0:g}"  # + 0.0 turns -0.0 into 0.0
