@@ -126,7 +126,8 @@ class Project:
 
 
 # Params that make the whole pipeline run in about a minute: 1 epoch on 1000 images.
-TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1}}
+TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1},
+        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}}
 
 
 @pytest.fixture

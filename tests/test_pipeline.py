@@ -58,8 +58,8 @@ def would_run(project: Project, changes: dict) -> set[str]:
 @pytest.mark.slow
 def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     stages = lock(tiny)["stages"]
-    expected = {"fetch", "train_ae", "train_vae", "plot_samples",
-                *(f"{s}@{m}" for s in ("encode", "generate", "plot") for m in ("ae", "vae"))}
+    expected = {"fetch", "train_ae", "train_vae", "train_classifier", "plot_samples", "compare",
+                *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae"))}
     assert expected <= set(stages)
     for name, stage in stages.items():
         for out in stage.get("outs", []):
@@ -77,9 +77,11 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
 @pytest.mark.parametrize("changes, allowed", [
     ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot_samples"}),
     ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
-    ({"vae": {"beta": 0.5}}, {"train_vae", "encode@vae", "generate@vae", "plot@vae"}),
-    ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae"}),
-    ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae"}),
+    ({"vae": {"beta": 0.5}}, {"train_vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "compare"}),
+    ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae", "evaluate@ae", "compare"}),
+    ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae", "evaluate@vae", "compare"}),
+    ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "compare"}),
+    ({"classifier": {"epochs": 2}}, {"train_classifier", "evaluate@ae", "evaluate@vae", "compare"}),
 ])
 def test_param_edits_rerun_only_what_they_affect(tiny: Project, changes: dict, allowed: set[str]) -> None:
     ran = would_run(tiny, changes)

@@ -68,9 +68,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
-    """Sorted keys and a trailing newline: stable bytes and clean diffs."""
-    write_text(path, json.dumps(_jsonable(obj), sort_keys=True, indent=2) + "\n")
+def write_json(path: str | os.PathLike, obj: Mapping[str, Any], digits: int | None = 4) -> None:
+    """Sorted keys, floats rounded to ``digits`` decimals, a trailing newline: stable bytes, clean diffs."""
+    write_text(path, json.dumps(_round(_jsonable(obj), digits), sort_keys=True, indent=2) + "\n")
+
+
+def _round(value: Any, digits: int | None) -> Any:
+    if digits is None:
+        return value
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    return round(value, digits) if isinstance(value, float) else value
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:

@@ -58,6 +58,22 @@ class VAEParams(TrainParams):
 
 
 @dataclass(frozen=True)
+class ClassifierParams:
+    epochs: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    learning_rate: float = rule(gt=0)
+    seed: int = rule(ge=0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    n_samples: int = rule(ge=1, le=100000)       # decoded random latent points
+    seed: int = rule(ge=0)
+    threshold: float = rule(gt=0, le=1)          # top probability that makes a decode "recognisable"
+    knn_k: int = rule(ge=1, le=100)
+
+
+@dataclass(frozen=True)
 class GridParams:
     """A uniform grid over the 2-D latent space, as in the notebook's generate_images_latent."""
     x: tuple[float, ...] = rule(min_len=2)       # [x0, x1]
@@ -200,6 +216,8 @@ BLOCKS: dict[str, type] = {
     "data": DataParams,
     "ae": TrainParams,
     "vae": VAEParams,
+    "classifier": ClassifierParams,
+    "evaluate": EvaluateParams,
     "plot": PlotParams,
     "generate.ae": GridParams,
     "generate.vae": GridParams,

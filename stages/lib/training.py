@@ -6,10 +6,11 @@ steps per call into TensorFlow, and evaluation in large batches.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -42,17 +43,40 @@ def dataset(data: Any, batch_size: int, shuffle_seed: int | None = None) -> tf.d
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str) -> dict[str, list[float]]:
+@contextlib.contextmanager
+def xla_allowed() -> Iterator[None]:
+    """Let Keras compile with XLA although op determinism is on.
+
+    Keras declines XLA whenever op determinism is enabled, because some XLA *GPU*
+    kernels are not deterministic. On the CPU XLA is deterministic (the tests
+    check the trained models byte for byte), and it makes the small dense steps
+    about twice as fast (make bench). So compile with determinism briefly off;
+    on a GPU the caller does not ask for XLA.
+    """
+    from tensorflow.python.framework import config  # disable_op_determinism is not exported
+
+    was_on = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    try:
+        yield
+    finally:
+        if was_on:
+            tf.config.experimental.enable_op_determinism()
+
+
+def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
     """Train with Adam; return the per-epoch history (train terms and ``test_`` terms).
 
     Raises TrainingError if the loss becomes NaN or infinite.
     """
-    model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), jit_compile=True,
-                  steps_per_execution=STEPS_PER_EXECUTION)
+    with xla_allowed():
+        model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
+                      jit_compile=not tf.config.list_physical_devices("GPU"))
     history = model.fit(
         dataset(train, p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
         validation_data=dataset(test, EVAL_BATCH_SIZE), shuffle=False,  # tf.data shuffles
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
         verbose=1 if sys.stdout.isatty() else 2)
     h = history.history
     epochs_run = len(h.get("loss", []))
@@ -79,7 +103,7 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
     columns = {"epoch": list(range(1, len(history["loss"]) + 1))}
     columns.update({k: history[k] for k in sorted(history)})
     write_tsv(out_dir / "history.tsv", columns)
-    write_json(out_dir / "metrics.json", {k: round(v, 4) for k, v in metrics.items()})
+    write_json(out_dir / "metrics.json", metrics)
 
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path) -> dict[str, float]:

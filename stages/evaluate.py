@@ -1,0 +1,56 @@
+"""Stage evaluate@<model>: score what the latent space generates and how regular it is.
+
+Writes artifacts/<model>/evaluation.json (DVC metrics):
+  grid.*     the classifier's view of the decoded latent grid (from generate)
+  samples.*  the same for n_samples random latent points: VAE z ~ N(0, I);
+             AE uniform in the bounding box of its training codes
+  knn_accuracy   5-NN accuracy of test codes (VAE: z_mean) against training codes
+  latent.*   the per-digit statistics the histograms show, and their spread
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import metrics, model_arg, params, run
+from stages.lib.files import load_npz, write_json
+
+
+def sample_latent(kind: str, train_codes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Where a user would draw new codes: the prior for a VAE, the codes' bounding box for an AE."""
+    if kind == "ae":
+        lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
+        return rng.uniform(lo, hi, size=(n, train_codes.shape[1])).astype(np.float32)
+    return rng.standard_normal((n, train_codes.shape[1])).astype(np.float32)
+
+
+def main() -> None:
+    kind = model_arg()
+    p = params.load("evaluate", params.EvaluateParams)
+    from stages.lib import models, training
+
+    training.seed_everything(p.seed)
+    out = Path("artifacts", kind)
+    point = "z" if kind == "ae" else "z_mean"  # a VAE's code for an image is its mean
+    enc = load_npz(out / "encodings.npz", [f"{point}_train", f"{point}_test", "z_train", "y_train", "y_test"])
+    classifier = models.load("artifacts/classifier/model.keras")
+    decoder = models.load(out / "decoder.keras")
+
+    def judge(images: np.ndarray) -> dict[str, float]:
+        return metrics.generation_scores(classifier.predict(images, batch_size=2000, verbose=0), p.threshold)
+
+    grid = np.load(out / "manifold.npy", allow_pickle=False)
+    z = sample_latent(kind, enc[f"{point}_train"], p.n_samples, np.random.default_rng(p.seed))
+    result = {
+        "grid": judge(grid.reshape(-1, *grid.shape[2:])),
+        "samples": judge(decoder.predict(z, batch_size=2000, verbose=0)),
+        "knn_accuracy": metrics.knn_accuracy(enc[f"{point}_train"], enc["y_train"], enc[f"{point}_test"],
+                                             enc["y_test"], p.knn_k),
+        "latent": metrics.latent_statistics(enc["z_train"], enc["y_train"]),
+    }
+    write_json(out / "evaluation.json", result)
+
+
+if __name__ == "__main__":
+    run(main)

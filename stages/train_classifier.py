@@ -1,0 +1,35 @@
+"""Stage train_classifier: the digit classifier that judges generated images; artifacts/classifier/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.lib import mnist, params, run
+
+OUT = Path("artifacts/classifier")
+
+
+def main() -> None:
+    p = params.load("classifier", params.ClassifierParams)
+    limit = params.load("data", params.DataParams).train_limit
+    import keras
+
+    from stages.lib import models, training
+    from stages.lib.files import write_json
+
+    x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
+    training.seed_everything(p.seed)
+    model = models.build_classifier()
+    # No XLA here: its max-pooling gradient has no deterministic implementation.
+    model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=False, steps_per_execution=training.STEPS_PER_EXECUTION)
+    model.fit(training.dataset((x_train, y_train), p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
+              shuffle=False, verbose=2)
+    test = model.evaluate(training.dataset((x_test, y_test), training.EVAL_BATCH_SIZE), return_dict=True,
+                          verbose=0)
+    models.save(model, OUT / "model.keras")
+    write_json(OUT / "metrics.json", {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+    print(f"train_classifier: test accuracy {test['accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    run(main)
