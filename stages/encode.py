@@ -16,7 +16,9 @@ BATCH = 2000
 
 
 def encode(kind: str, encoder, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    inputs = [x, np.eye(10, dtype=np.float32)[y]] if kind == "cvae" else x
+    from stages.lib.models import one_hot
+
+    inputs = [x, one_hot(y)] if kind == "cvae" else x
     out = encoder.predict(inputs, batch_size=BATCH, verbose=0)
     if kind == "ae":
         return {"z": out}

@@ -6,6 +6,8 @@ Writes artifacts/<model>/evaluation.json (DVC metrics):
              AE uniform in the bounding box of its training codes
   knn_accuracy   5-NN accuracy of test codes (VAE: z_mean) against training codes
   latent.*   the per-digit statistics the histograms show, and their spread
+The conditional VAE's samples cycle through the ten digits as conditions, and
+conditional_accuracy is the share the classifier labels as the conditioning digit.
 """
 from __future__ import annotations
 
@@ -42,13 +44,17 @@ def main() -> None:
 
     grid = np.load(out / "manifold.npy", allow_pickle=False)
     z = sample_latent(kind, enc[f"{point}_train"], p.n_samples, np.random.default_rng(p.seed))
+    conditions = np.arange(p.n_samples) % 10 if kind == "cvae" else None
+    probabilities = classifier.predict(models.decode(decoder, z, conditions), batch_size=2000, verbose=0)
     result = {
         "grid": judge(grid.reshape(-1, *grid.shape[2:])),
-        "samples": judge(decoder.predict(z, batch_size=2000, verbose=0)),
+        "samples": metrics.generation_scores(probabilities, p.threshold),
         "knn_accuracy": metrics.knn_accuracy(enc[f"{point}_train"], enc["y_train"], enc[f"{point}_test"],
                                              enc["y_test"], p.knn_k),
         "latent": metrics.latent_statistics(enc["z_train"], enc["y_train"]),
     }
+    if kind == "cvae":
+        result["conditional_accuracy"] = float((probabilities.argmax(axis=1) == conditions).mean())
     write_json(out / "evaluation.json", result)
 
 

@@ -1,7 +1,8 @@
 """Stage plot@<model>: the notebook's figures for one model, as PNGs in artifacts/<model>/.
 
 latent_scatter.png (training codes by digit), latent_histograms.png (per digit and dimension),
-training_curves.png (from history.tsv) and manifold.png (the decoded latent grid).
+training_curves.png (from history.tsv), manifold.png (the decoded latent grid) and
+generated.png (decodes of random latent points).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ TITLES = {"ae": "AE", "vae": "VAE", "cvae": "Conditional VAE"}
 def main() -> None:
     kind = model_arg()
     p = params.load("plot", params.PlotParams)
-    g = params.load(f"generate.{kind}", params.GridParams)
+    g = params.load(f"generate.{kind}", params.ConditionalGridParams if kind == "cvae" else params.GridParams)
     out = Path("artifacts", kind)
     name = TITLES[kind]
     plotting.style(p.style)
@@ -38,9 +39,15 @@ def main() -> None:
 
     decoded = np.load(out / "manifold.npy", allow_pickle=False)
     grid_x, grid_y = plotting.latent_grid(g.x[0], g.x[1], g.y[0], g.y[1], g.step)
-    plotting.save(plotting.manifold(decoded, grid_x, grid_y, f"{name}: decoded latent grid", p.dpi),
+    of_digit = f" for digit {g.digit}" if kind == "cvae" else ""
+    plotting.save(plotting.manifold(decoded, grid_x, grid_y, f"{name}: decoded latent grid{of_digit}", p.dpi),
                   out / "manifold.png", p.dpi)
-
+    generated = np.load(out / "generated.npy", allow_pickle=False)
+    how = {"ae": "z uniform over the grid's range", "vae": "z ~ N(0, I)",
+           "cvae": "row d: digit d, z ~ N(0, I)"}[kind]
+    fig = plotting.image_grid(generated.reshape(-1, *generated.shape[2:]), *generated.shape[:2],
+                              title=f"{name}: random decodes ({how})")
+    plotting.save(fig, out / "generated.png", p.dpi)
 
 if __name__ == "__main__":
     run(main)

@@ -125,9 +125,9 @@ class Project:
         self.git("commit", "-q", "-m", message)
 
 
-# Params that make the whole pipeline run in about a minute: 1 epoch on 1000 images.
-TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1},
-        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}}
+# Params that make the whole pipeline run in a few minutes: 1 epoch on 1000 images.
+TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1}, "cvae": {"epochs": 1},
+        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}, "beta_sweep": {"betas": [1, 4]}}
 
 
 @pytest.fixture

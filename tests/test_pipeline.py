@@ -58,8 +58,9 @@ def would_run(project: Project, changes: dict) -> set[str]:
 @pytest.mark.slow
 def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     stages = lock(tiny)["stages"]
-    expected = {"fetch", "train_ae", "train_vae", "train_classifier", "plot_samples", "compare",
-                *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae"))}
+    expected = {"fetch", "train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "compare",
+                "beta_vae@1", "beta_vae@4", "plot_beta_sweep",
+                *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae", "cvae"))}
     assert expected <= set(stages)
     for name, stage in stages.items():
         for out in stage.get("outs", []):
@@ -75,13 +76,14 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("changes, allowed", [
-    ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot_samples"}),
+    ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
     ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
     ({"vae": {"beta": 0.5}}, {"train_vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "compare"}),
     ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae", "evaluate@ae", "compare"}),
     ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae", "evaluate@vae", "compare"}),
-    ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "compare"}),
-    ({"classifier": {"epochs": 2}}, {"train_classifier", "evaluate@ae", "evaluate@vae", "compare"}),
+    ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "compare",
+                                        "beta_vae@1", "beta_vae@4", "plot_beta_sweep"}),
+    ({"beta_sweep": {"betas": [1, 2]}}, {"beta_vae@2", "plot_beta_sweep"}),
 ])
 def test_param_edits_rerun_only_what_they_affect(tiny: Project, changes: dict, allowed: set[str]) -> None:
     ran = would_run(tiny, changes)
@@ -95,3 +97,17 @@ def test_forced_repro_gives_an_identical_lock(tiny: Project) -> None:
     tiny.dvc("repro", "-f")
     assert (tiny.path / "dvc.lock").read_text() == before
     assert tiny.git("status", "--porcelain").stdout == ""  # committed figures and metrics unchanged too
+
+
+@pytest.mark.slow
+def test_experiment_with_another_beta_changes_only_the_vae(tiny: Project) -> None:
+    before = {m: (tiny.path / f"artifacts/{m}/metrics.json").read_text() for m in ("ae", "vae")}
+    out = tiny.dvc("exp", "run", "-S", "vae.beta=2").stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert "train_vae" in ran and "evaluate@vae" in ran
+    assert not [s for s in ran if s == "train_ae" or s.endswith("@ae")]
+    assert "fetch" not in ran and not [s for s in ran if s.startswith("beta_vae")]
+    assert (tiny.path / "artifacts/ae/metrics.json").read_text() == before["ae"]
+    assert (tiny.path / "artifacts/vae/metrics.json").read_text() != before["vae"]
+    shown = tiny.dvc("exp", "show", "--md").stdout
+    assert "vae.beta" in shown and "test_neg_elbo" in shown

@@ -53,3 +53,28 @@ def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(data, tmp_path: Pa
     with pytest.raises(training.TrainingError, match=r"train_vae: training diverged at epoch 1 of 3 .*no model"):
         training.train("vae", P, x_bad, x_test, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Path) -> None:
+    """A short real training: the conditional VAE's decodes carry the conditioning digit."""
+    import keras
+
+    from stages.lib import models
+
+    arrays = mnist.fetch([], tmp_path / "c", 5, 0, env={"MNIST_MIRROR": str(mnist_dir)})
+    x, y = arrays["x_train"][:10000].astype(np.float32) / 255, arrays["y_train"][:10000]
+    x_test, y_test = arrays["x_test"][:500].astype(np.float32) / 255, arrays["y_test"][:500]
+    training.train("cvae", dataclasses.replace(P, epochs=10, batch_size=64), (x, models.one_hot(y)),
+                   (x_test, models.one_hot(y_test)), tmp_path / "cvae")
+
+    judge = models.build_classifier()
+    judge.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    judge.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    assert judge.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] > 0.9
+
+    decoder = keras.saving.load_model(tmp_path / "cvae/decoder.keras", safe_mode=True)
+    conditions = np.arange(500) % 10
+    z = np.random.default_rng(0).standard_normal((500, 2)).astype(np.float32)
+    predicted = judge.predict(models.decode(decoder, z, conditions), verbose=0).argmax(axis=1)
+    accuracy = (predicted == conditions).mean()
+    assert accuracy > 0.5, accuracy  # chance is 0.1

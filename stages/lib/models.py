@@ -193,6 +193,17 @@ def build(kind: str, latent_dim: int, hidden: tuple[int, ...], beta: float = 1.0
     return (CVAE if conditional else VAE)(encoder, decoder, beta=beta, name=kind)
 
 
+def one_hot(labels) -> "np.ndarray":
+    import numpy as np
+    return np.eye(N_CLASSES, dtype=np.float32)[np.asarray(labels)]
+
+
+def decode(decoder: keras.Model, z, labels=None, batch_size: int = 2000):
+    """Decoded images for latent points ``z`` (numpy); a conditional decoder also takes the digits."""
+    inputs = z if labels is None else [z, one_hot(labels)]
+    return decoder.predict(inputs, batch_size=batch_size, verbose=0)
+
+
 def load(path) -> keras.Model:
     """Load an encoder or decoder saved by a stage; never unpickles (safe_mode)."""
     return keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -74,11 +74,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class BetaSweepParams:
+    betas: tuple[float, ...] = rule(ge=0, min_len=1)  # one VAE trained per beta (stages beta_vae@<beta>)
+
+
+@dataclass(frozen=True)
 class GridParams:
     """A uniform grid over the 2-D latent space, as in the notebook's generate_images_latent."""
     x: tuple[float, ...] = rule(min_len=2)       # [x0, x1]
     y: tuple[float, ...] = rule(min_len=2)       # [y0, y1]
     step: float = rule(gt=0)
+    per_row: int = rule(ge=1, le=40)             # random decodes per row of the 10-row figure
+    seed: int = rule(ge=0)                       # for those random latent points
 
     def __post_init__(self) -> None:
         for name in ("x", "y"):
@@ -88,6 +95,12 @@ class GridParams:
             n = round((lo_hi[1] - lo_hi[0]) / self.step) + 1
             if n > 201:
                 raise ParamsError(f"{name}: {n} grid points with step {self.step}; at most 201 allowed")
+
+
+@dataclass(frozen=True)
+class ConditionalGridParams(GridParams):
+    """The conditional VAE decodes its grid for one digit."""
+    digit: int = rule(ge=0, le=9)
 
 
 @dataclass(frozen=True)
@@ -221,4 +234,7 @@ BLOCKS: dict[str, type] = {
     "plot": PlotParams,
     "generate.ae": GridParams,
     "generate.vae": GridParams,
+    "cvae": VAEParams,
+    "beta_sweep": BetaSweepParams,
+    "generate.cvae": ConditionalGridParams,
 }

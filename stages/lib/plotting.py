@@ -95,14 +95,18 @@ def training_curves(history: dict[str, np.ndarray], title: str) -> plt.Figure:
     return fig
 
 
-def image_grid(images: np.ndarray, nrows: int, ncols: int) -> plt.Figure:
+def image_grid(images: np.ndarray, nrows: int, ncols: int, title: str = "") -> plt.Figure:
     """Images as dark digits on white, in a rows x cols grid, without ticks."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8), squeeze=False)
+    top = 0.6 if title else 0.0  # inches for the title
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8 + top), squeeze=False)
     for ax, image in zip(axes.flat, images):
         ax.imshow(image, cmap="binary", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, top=0.99, bottom=0.01)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, bottom=0.01,
+                        top=1 - (top + 0.05) / (nrows * 0.8 + top))
     return fig
 
 

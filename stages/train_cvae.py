@@ -1,0 +1,23 @@
+"""Stage train_cvae: the conditional VAE (encoder and decoder see the one-hot digit); artifacts/cvae/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.lib import mnist, params, run
+
+OUT = Path("artifacts/cvae")
+
+
+def main() -> None:
+    p = params.load("cvae", params.VAEParams)
+    limit = params.load("data", params.DataParams).train_limit
+    from stages.lib import models, training  # TensorFlow loads only once params are valid
+
+    x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
+    train = (x_train, models.one_hot(y_train))
+    test = (x_test, models.one_hot(y_test))
+    print(training.train("cvae", p, train, test, OUT))
+
+
+if __name__ == "__main__":
+    run(main)
