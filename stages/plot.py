@@ -26,7 +26,7 @@ def main() -> None:
 
     enc = load_npz(out / "encodings.npz", ["z_train", "y_train"])
     z, labels = enc["z_train"], enc["y_train"]
-    sampled = "" if kind == "ae" else " (z sampled from each image's Gaussian)"
+    sampled = "" if kind == "ae" else "\n(z drawn from each image's Gaussian)"
     plotting.save(plotting.latent_scatter(z, labels, f"{name}: training images in the latent space{sampled}",
                                           p.scatter.cmap, p.scatter.point_size),
                   out / "latent_scatter.png", p.dpi)
