@@ -12,7 +12,7 @@ MODELS = {"ae": "AE", "vae": "VAE", "cvae": "CVAE"}
 # (row label, file, dotted key, format, what it says)
 ROWS = [
     ("test reconstruction (nats/image)", "metrics.json", "test_reconstruction", ".1f", "lower is better"),
-    ("test KL (nats/image)", "metrics.json", "test_kl", ".2f", "VAE only"),
+    ("test KL (nats/image)", "metrics.json", "test_kl", ".2f", "VAEs only"),
     ("test negative ELBO (nats/image)", "metrics.json", "test_neg_elbo", ".1f", "lower is better"),
     ("grid: recognisable share", "evaluation.json", "grid.recognisable_share", ".3f",
      "decodes the classifier labels with p >= threshold"),
