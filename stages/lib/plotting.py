@@ -97,8 +97,8 @@ def training_curves(history: dict[str, np.ndarray], title: str) -> plt.Figure:
 
 def image_grid(images: np.ndarray, nrows: int, ncols: int, title: str = "") -> plt.Figure:
     """Images as dark digits on white, in a rows x cols grid, without ticks."""
-    top = 0.6 if title else 0.0  # inches for the title
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8 + top), squeeze=False)
+    cell, top = 0.6, (0.5 if title else 0.0)  # inches per image, and for the title
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * cell + top), squeeze=False)
     for ax, image in zip(axes.flat, images):
         ax.imshow(image, cmap="binary", vmin=0, vmax=1)
         ax.set_xticks([])
@@ -106,7 +106,7 @@ def image_grid(images: np.ndarray, nrows: int, ncols: int, title: str = "") -> p
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, bottom=0.01,
-                        top=1 - (top + 0.05) / (nrows * 0.8 + top))
+                        top=1 - (top + 0.05) / (nrows * cell + top))
     return fig
 
 
