@@ -19,11 +19,18 @@ $(STAMP): requirements.txt
 repro: setup
 	dvc repro
 
+# The browser test needs Chromium: installed from Debian's packages where we are root (else it skips).
 test: setup
+	tools/install-chromium
 	python -m pytest
 
 test-fast: setup
 	python -m pytest -m "not slow"
+
+# Review the workspace against REV (default HEAD): report/report.md, figures and plots page.
+REV ?= HEAD
+report: setup
+	python -m tools.report --rev $(REV) --out report
 
 bench: setup
 	python -m bench.train_speed

@@ -16,7 +16,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a project copy needs: the pipeline definition and its code.
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+# What `make report` needs beside the pipeline's files.
+TOOLING = ["Makefile", "requirements.txt", "tools"]
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +129,7 @@ class Project:
 
 # Params that make the whole pipeline run in a few minutes: 1 epoch on 1000 images.
 TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1}, "cvae": {"epochs": 1},
-        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}, "beta_sweep": {"betas": [1, 4]}}
+        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}, "beta_sweep": {"betas": [2]}}
 
 
 @pytest.fixture
@@ -151,3 +153,47 @@ def copy_project(path: Path, mnist_dir: Path) -> Project:
     proj.git("config", "user.name", "test")
     proj.commit("project copy")
     return proj
+
+
+# --- shared tiny projects: the tiny pipeline takes minutes, so it runs once per session -----------
+
+def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name`` under the session's base temp, built by ``build`` the first time only.
+
+    On disk, not in memory: pytest may import a test module under two names.
+    """
+    path = factory.getbasetemp() / name
+    ready = factory.getbasetemp() / f"{name}.ready"
+    if not ready.exists():
+        shutil.rmtree(path, ignore_errors=True)  # a build that failed half-way
+        build(path)
+        ready.touch()
+    return path
+
+
+def copy_of(src: Project, dst: Path, mnist_dir: Path) -> Project:
+    """An independent copy of a project: work tree, git history and DVC cache."""
+    shutil.copytree(src.path, dst, symlinks=True)
+    shutil.rmtree(dst / ".dvc" / "tmp", ignore_errors=True)  # locks and hash state of the original
+    return Project(dst, mnist_dir)
+
+
+def tiny_base(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
+    """The project and its tooling with TINY params, reproduced and committed. Tests copy it."""
+    def build(path: Path) -> None:
+        proj = copy_project(path, mnist_dir)
+        for name in TOOLING:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, path / name)
+        # `make` finds its venv at .venv: link this interpreter's (a symlink, so excluded by hand).
+        (path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+        with open(path / ".git" / "info" / "exclude", "a") as f:
+            f.write("/.venv\n")
+        proj.set_params(TINY)
+        proj.dvc("repro")
+        proj.commit("tiny run")
+
+    return Project(once(factory, "tiny-base", build), mnist_dir)

@@ -32,17 +32,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.conftest import TINY, copy_project  # noqa: E402
+from tests.conftest import copy_of, tiny_base  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
-    """A project copy with tiny params, fully reproduced once."""
-    proj = copy_project(tmp_path_factory.mktemp("tiny") / "project", mnist_dir)
-    proj.set_params(TINY)
-    proj.dvc("repro")
-    proj.commit("tiny run")
-    return proj
+    """A copy of the session's tiny project (tiny params, fully reproduced, committed)."""
+    return copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path_factory.mktemp("tiny") / "project", mnist_dir)
 
 
 def would_run(project: Project, changes: dict) -> set[str]:
@@ -59,7 +55,7 @@ def would_run(project: Project, changes: dict) -> set[str]:
 def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     stages = lock(tiny)["stages"]
     expected = {"fetch", "train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "compare",
-                "beta_vae@1", "beta_vae@4", "plot_beta_sweep",
+                "beta_vae@2", "plot_beta_sweep",
                 *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae", "cvae"))}
     assert expected <= set(stages)
     for name, stage in stages.items():
@@ -82,8 +78,8 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae", "evaluate@ae", "compare"}),
     ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae", "evaluate@vae", "compare"}),
     ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "compare",
-                                        "beta_vae@1", "beta_vae@4", "plot_beta_sweep"}),
-    ({"beta_sweep": {"betas": [1, 2]}}, {"beta_vae@2", "plot_beta_sweep"}),
+                                        "beta_vae@2", "plot_beta_sweep"}),
+    ({"beta_sweep": {"betas": [2, 4]}}, {"beta_vae@4", "plot_beta_sweep"}),
 ])
 def test_param_edits_rerun_only_what_they_affect(tiny: Project, changes: dict, allowed: set[str]) -> None:
     ran = would_run(tiny, changes)

@@ -1,0 +1,217 @@
+"""`make report` and the PR workflow: a param change, its metric deltas and changed figures.
+
+Also home of the tiny projects the report, remote and browser tests share: the tiny pipeline takes
+minutes, so it runs once per test session (cached on disk under pytest's base temp folder, which
+every test module sees, whichever name pytest imports this module under).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Project, copy_of, once, run, tiny_base
+from tools import report as tool
+
+# The change under review: retrains only the VAE, so its metrics and figures move, the AE's do not.
+CHANGE = {"vae": {"beta": 0.5}}
+
+
+def reviewed(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
+    """A copy of tiny_base with CHANGE made and reproduced but not committed: a change to review."""
+    def build(path: Path) -> None:
+        proj = copy_of(tiny_base(factory, mnist_dir), path, mnist_dir)
+        proj.set_params(CHANGE)
+        proj.dvc("repro")
+
+    return Project(once(factory, "reviewed", build), mnist_dir)
+
+
+def declared_images(project: Path) -> list[str]:
+    """The image files under the top-level `plots:` of the project's dvc.yaml."""
+    plots = yaml.safe_load((project / "dvc.yaml").read_text()).get("plots") or []
+    names = [p if isinstance(p, str) else next(iter(p)) for p in plots]
+    return [n for n in names if n.endswith(".png")]
+
+
+def git_bytes(project: Project, rev: str, path: str) -> bytes | None:
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=project.path, capture_output=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+# --- reading the report -------------------------------------------------------------------------
+
+def section(md: str, title: str) -> str:
+    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^### |\Z)", md, re.M | re.S)
+    assert match, f"no '### {title}' section in the report:\n{md}"
+    return match.group(1)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``text``, header and separator rows excluded."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+    return [r for r in rows if not all(set(c) <= set("-: ") for c in r)
+            and r[0] not in ("Path", "File", "Figure")]
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Project, str]:
+    """The reviewed project and the report.md `make report REV=HEAD` wrote in it."""
+    proj = reviewed(tmp_path_factory, mnist_dir)
+    # -o setup: the linked venv is the one running these tests; a test must never reinstall it.
+    run(["make", "-o", "setup", "report", "REV=HEAD"], proj.path, proj.env)
+    md = proj.path / "report" / "report.md"
+    assert md.is_file(), "`make report` wrote no report/report.md: is the Makefile's report target there?"
+    return proj, md.read_text()
+
+
+# --- make report on a real change ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_report_shows_the_param_change(made: tuple[Project, str]) -> None:
+    proj, md = made
+    old = yaml.safe_load(proj.git("show", "HEAD:params.yaml").stdout)["vae"]["beta"]
+    rows = table_rows(section(md, "Params"))
+    assert [r[1:] for r in rows] == [["vae.beta", str(old), str(CHANGE["vae"]["beta"])]], rows
+
+
+@pytest.mark.slow
+def test_report_lists_each_changed_metric_with_its_delta(made: tuple[Project, str]) -> None:
+    proj, md = made
+    cells = {(r[0].strip("`"), r[1].strip("`")): r for r in table_rows(section(md, "Metrics"))}
+    shown = json.loads(proj.dvc("metrics", "show", "--json").stdout)[""]["data"]
+    checked = 0
+    for path in shown:
+        old = flatten(json.loads(git_bytes(proj, "HEAD", path) or b"{}"))
+        new = flatten(json.loads((proj.path / path).read_text()))
+        for key in old.keys() | new.keys():
+            if old.get(key) == new.get(key):
+                assert (path, key) not in cells, f"unchanged {path} {key} listed"
+                continue
+            row = cells.get((path, key))
+            assert row, f"changed metric {path} {key} missing from the report"
+            assert float(row[2]) == pytest.approx(old[key], rel=1e-6)
+            assert float(row[3]) == pytest.approx(new[key], rel=1e-6)
+            assert float(row[4]) == pytest.approx(new[key] - old[key], rel=1e-3, abs=1e-12)
+            checked += 1
+    assert checked, "retraining the VAE should move some metric"
+    assert len(cells) == checked
+    assert not [p for p, _ in cells if "/ae/" in p], "the AE was not retrained: its metrics are unchanged"
+
+
+@pytest.mark.slow
+def test_report_shows_changed_figures_old_and_new_side_by_side(made: tuple[Project, str]) -> None:
+    proj, md = made
+    images = declared_images(proj.path)
+    changed = {p for p in images if git_bytes(proj, "HEAD", p) != (proj.path / p).read_bytes()}
+    assert changed, "retraining the VAE should change its figures"
+    rows = {r[0].strip("`"): r for r in table_rows(section(md, "Figures"))}
+    assert set(rows) == changed
+    for path, row in rows.items():
+        old, new = (re.fullmatch(r"!\[[^\]]*\]\(([^)]+)\)", cell).group(1) for cell in row[1:3])
+        assert (proj.path / "report" / old).read_bytes() == git_bytes(proj, "HEAD", path), path
+        assert (proj.path / "report" / new).read_bytes() == (proj.path / path).read_bytes(), path
+    assert all(f"`{p}`" in section(md, "Figures") for p in set(images) - changed), "unchanged ones listed"
+
+
+@pytest.mark.slow
+def test_report_comes_with_the_plots_diff_page(made: tuple[Project, str]) -> None:
+    proj, md = made
+    page = proj.path / "report" / "plots" / "index.html"
+    html = page.read_text()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    both = [p for p in declared_images(proj.path) if git_bytes(proj, "HEAD", p) is not None]
+    assert len(sources) == 2 * len(both)  # each figure at HEAD and in the workspace
+    assert all((page.parent / s).is_file() for s in sources)
+    assert "report/plots/index.html" in section(md, "Interactive plots")
+    assert "Pipeline up to date" in md
+
+
+# --- the tool without a pipeline run ------------------------------------------------------------
+
+def test_plot_images_are_the_image_files_of_top_level_plots() -> None:
+    text = """
+stages: {s: {cmd: x, outs: [not/a/plot.png]}}
+plots:
+  - Loss: {x: epoch, y: {history.tsv: [loss]}}
+  - a/one.png
+  - a/two.PNG: {title: Two}
+  - Images: {y: {b/three.png: [x]}}
+  - a/one.png
+"""
+    assert tool.plot_images(text) == ["a/one.png", "a/two.PNG", "b/three.png"]
+
+
+def test_deltas_are_signed_and_relative() -> None:
+    assert tool.fmt_delta(2.0, 2.5) == ("+0.5", "+25.00%")
+    assert tool.fmt_delta(0, 1) == ("+1", "—")
+    assert tool.fmt_delta(None, 1.0) == ("—", "—")
+    assert tool.fmt_delta("a", "b") == ("—", "—")
+    assert [tool.fmt_value(v) for v in (None, 506.4133, 3, "a|b")] == ["—", "506.4133", "3", "a\\|b"]
+
+
+def test_unknown_revision_and_wrong_folder_are_clear_errors(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert tool.main(["--rev", "HEAD"]) == 1
+    assert "no dvc.yaml" in capsys.readouterr().err
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert tool.main(["--rev", "no-such-branch"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown git revision 'no-such-branch'" in err and "git fetch origin" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_make_report_runs_the_tool_with_rev() -> None:
+    out = subprocess.run(["make", "-n", "-o", "setup", "report", "REV=origin/main"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert "tools.report --rev origin/main" in out.stdout, out.stdout + out.stderr
+    default = subprocess.run(["make", "-n", "-o", "setup", "report"], cwd=ROOT, capture_output=True, text=True)
+    assert "--rev HEAD" in default.stdout, default.stdout + default.stderr
+
+
+# --- the pull-request workflow ------------------------------------------------------------------
+
+WORKFLOW = ROOT / ".github" / "workflows" / "pr-report.yml"
+
+
+def test_pr_workflow_is_valid_and_calls_only_project_commands() -> None:
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on:` key as True
+    assert "pull_request" in triggers
+    (job,) = wf["jobs"].values()
+    steps = job["steps"]
+    uses = {s["uses"].split("@")[0]: s for s in steps if "uses" in s}
+    assert uses["actions/checkout"]["with"]["fetch-depth"] == 0  # the base branch, for REV
+    assert str(uses["actions/setup-python"]["with"]["python-version"]) == "3.11"
+    assert "iterative/setup-cml" in uses
+    script = "\n".join(s.get("run", "") for s in steps)
+    order = ["make setup", "dvc pull", "make repro", "make report REV=origin/${{ github.base_ref }}",
+             "cml comment"]
+    positions = [script.find(cmd) for cmd in order]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(order, positions))
+    assert "pip install" not in script  # set up by the README's command only
+
+    rules = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    called = set(re.findall(r"\bmake ([\w-]+)", script))
+    assert called <= rules, f"workflow calls make targets the Makefile lacks: {called - rules}"
+    secrets = set(re.findall(r"secrets\.(\w+)", WORKFLOW.read_text())) - {"GITHUB_TOKEN"}
+    readme = (ROOT / "README.md").read_text()
+    assert secrets and all(s in readme for s in secrets), f"README.md should explain secrets {secrets}"
