@@ -32,6 +32,7 @@ def main() -> None:
     reg.set(xscale="symlog" if min(betas) == 0 else "log", xlabel="β", ylim=(0, 1.02),
             title="Decodes of z ~ N(0, I), judged by the classifier")
     reg.set_xticks(betas, [f"{b:g}" for b in betas])
+    reg.minorticks_off()  # log-scale minor labels would crowd the betas
     reg.legend()
     fig.suptitle("β-VAE trade-off")
     fig.tight_layout()
