@@ -1,9 +1,13 @@
 """The real DVC CLI on a temporary copy of the project."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
 import yaml
 
-from tests.conftest import Project
+from tests.conftest import Project, copy_of, tiny_base
 
 
 def lock(project: Project) -> dict:
@@ -27,12 +31,6 @@ def test_repro_fetch_then_nothing_to_do(project: Project, serve, mnist_dir) -> N
 
 # --- the whole pipeline, tiny ----------------------------------------------------------
 
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.conftest import copy_of, tiny_base  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,14 @@
 """`make report` and the PR workflow: a param change, its metric deltas and changed figures.
 
-Also home of the tiny projects the report, remote and browser tests share: the tiny pipeline takes
-minutes, so it runs once per test session (cached on disk under pytest's base temp folder, which
-every test module sees, whichever name pytest imports this module under).
+The reviewed change is made on a copy of the session's tiny project (tests/conftest.py: tiny_base).
 """
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
