@@ -45,7 +45,7 @@ def main() -> None:
     generated = np.load(out / "generated.npy", allow_pickle=False)
     how = {"ae": "z uniform over the grid's range", "vae": "z ~ N(0, I)",
            "cvae": "row d: digit d, z ~ N(0, I)"}[kind]
-    fig = plotting.image_grid(generated.reshape(-1, *generated.shape[2:]), *generated.shape[:2],
+    fig = plotting.image_grid(generated.reshape(-1, *generated.shape[2:]), *generated.shape[:2], p.dpi,
                               title=f"{name}: random decodes ({how})")
     plotting.save(fig, out / "generated.png", p.dpi)
 

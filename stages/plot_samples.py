@@ -15,7 +15,7 @@ def main() -> None:
     x = load_npz("data/mnist.npz", ["x_train"])["x_train"]
     rng = np.random.default_rng(p.samples.seed)
     picks = rng.choice(len(x), p.samples.rows * p.samples.cols, replace=False)
-    fig = plotting.image_grid(x[picks] / 255, p.samples.rows, p.samples.cols)
+    fig = plotting.image_grid(x[picks] / 255, p.samples.rows, p.samples.cols, p.dpi)
     plotting.save(fig, Path("artifacts/samples.png"), p.dpi)
 
 

@@ -69,3 +69,17 @@ def test_notebook_grid_sizes() -> None:
     assert len(gx) == len(gy) == 41
     gx, gy = plotting.latent_grid(-2, 2, -2, 2, 0.1)
     assert len(gx) == len(gy) == 41 and gy[0] == 2 and gy[-1] == -2
+
+
+def test_noisy_image_grids_stay_under_500_kb(tmp_path: Path) -> None:
+    """An untrained model decodes noise, which compresses worst; figures must still fit in git."""
+    rng = np.random.default_rng(0)
+    plotting.style("ggplot")
+    for dpi in (100, 200):
+        plotting.save(plotting.image_grid(rng.random((200, 28, 28)), 10, 20, dpi, title="t"),
+                      tmp_path / f"grid{dpi}.png", dpi)
+        gx, gy = plotting.latent_grid(-20, 20, -20, 20, 1)
+        plotting.save(plotting.manifold(rng.random((41, 41, 28, 28)), gx, gy, "t", dpi),
+                      tmp_path / f"manifold{dpi}.png", dpi)
+    for png in tmp_path.glob("*.png"):
+        assert png.stat().st_size < 500_000, (png.name, png.stat().st_size)

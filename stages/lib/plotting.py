@@ -95,9 +95,16 @@ def training_curves(history: dict[str, np.ndarray], title: str) -> plt.Figure:
     return fig
 
 
-def image_grid(images: np.ndarray, nrows: int, ncols: int, title: str = "") -> plt.Figure:
+# Pixels a grid of images may take in all: noisy decodes (an untrained model's) compress badly,
+# and every PNG must stay under 500 KB.
+MAX_GRID_PIXELS = 400_000
+MAX_MANIFOLD_SIDE = 640
+
+
+def image_grid(images: np.ndarray, nrows: int, ncols: int, dpi: int, title: str = "") -> plt.Figure:
     """Images as dark digits on white, in a rows x cols grid, without ticks."""
-    cell, top = 0.6, (0.5 if title else 0.0)  # inches per image, and for the title
+    cell = min(0.6, (MAX_GRID_PIXELS / (nrows * ncols)) ** 0.5 / dpi)  # inches per image
+    top = 0.5 if title else 0.0  # inches for the title
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * cell + top), squeeze=False)
     for ax, image in zip(axes.flat, images):
         ax.imshow(image, cmap="binary", vmin=0, vmax=1)
@@ -128,8 +135,9 @@ def manifold(decoded: np.ndarray, grid_x: Sequence[float], grid_y: Sequence[floa
     """The decoded grid as one image, with the latent coordinates as ticks."""
     ny, nx, h, w = decoded.shape
     image = tile(decoded)
-    # At most ~7 inches of image: large grids are downsampled (antialiased) to keep the PNG small.
-    scale = min(1.0, 7 * dpi / max(image.shape))
+    # At most MAX_MANIFOLD_SIDE pixels of image, whatever the dpi: large grids are downsampled
+    # (antialiased) so that even a noisy one stays under 500 KB.
+    scale = min(1.0, MAX_MANIFOLD_SIDE / max(image.shape))
     fig, ax = plt.subplots(figsize=(scale * image.shape[1] / dpi + 1.2, scale * image.shape[0] / dpi + 1.0))
     ax.imshow(image, cmap="Greys_r", vmin=0, vmax=1, interpolation="antialiased")
     ax.set_xticks(np.arange(w // 2, nx * w, w), [_tick(v) for v in grid_x], rotation=90, fontsize=6)
