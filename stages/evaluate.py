@@ -39,22 +39,22 @@ def main() -> None:
     classifier = models.load("artifacts/classifier/model.keras")
     decoder = models.load(out / "decoder.keras")
 
-    def judge(images: np.ndarray) -> dict[str, float]:
-        return metrics.generation_scores(classifier.predict(images, batch_size=2000, verbose=0), p.threshold)
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        return classifier.predict(images, batch_size=2000, verbose=0)
 
     grid = np.load(out / "manifold.npy", allow_pickle=False)
     z = sample_latent(kind, enc[f"{point}_train"], p.n_samples, np.random.default_rng(p.seed))
     conditions = np.arange(p.n_samples) % 10 if kind == "cvae" else None
-    probabilities = classifier.predict(models.decode(decoder, z, conditions), batch_size=2000, verbose=0)
+    samples = probabilities(models.decode(decoder, z, conditions))
     result = {
-        "grid": judge(grid.reshape(-1, *grid.shape[2:])),
-        "samples": metrics.generation_scores(probabilities, p.threshold),
+        "grid": metrics.generation_scores(probabilities(grid.reshape(-1, *grid.shape[2:])), p.threshold),
+        "samples": metrics.generation_scores(samples, p.threshold),
         "knn_accuracy": metrics.knn_accuracy(enc[f"{point}_train"], enc["y_train"], enc[f"{point}_test"],
                                              enc["y_test"], p.knn_k),
         "latent": metrics.latent_statistics(enc["z_train"], enc["y_train"]),
     }
     if kind == "cvae":
-        result["conditional_accuracy"] = float((probabilities.argmax(axis=1) == conditions).mean())
+        result["conditional_accuracy"] = float((samples.argmax(axis=1) == conditions).mean())
     write_json(out / "evaluation.json", result)
 
 
