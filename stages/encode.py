@@ -16,10 +16,9 @@ BATCH = 2000
 
 
 def encode(kind: str, encoder, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    from stages.lib.models import one_hot
+    from stages.lib.models import encode as run_encoder
 
-    inputs = [x, one_hot(y)] if kind == "cvae" else x
-    out = encoder.predict(inputs, batch_size=BATCH, verbose=0)
+    out = run_encoder(encoder, x, y if kind == "cvae" else None, batch_size=BATCH)
     if kind == "ae":
         return {"z": out}
     return dict(zip(("z_mean", "z_log_var", "z"), out))

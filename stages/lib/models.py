@@ -1,12 +1,17 @@
 """The notebook's models in Keras 3, side by side: AE, VAE and conditional VAE.
 
-    encoder:  image (28x28) -> Flatten -> Dense(128, relu) -> Dense(16, relu) -> latent
-    decoder:  latent -> Dense(16, relu) -> Dense(128, relu) -> Dense(784, sigmoid) -> 28x28
+    encoder:  784 pixels -> Dense(128, relu) -> Dense(16, relu) -> latent
+    decoder:  latent -> Dense(16, relu) -> Dense(128, relu) -> Dense(784, sigmoid) -> 784 pixels
 
 The AE's encoder outputs a point z; the VAE's outputs (z_mean, z_log_var) and
 draws z with the Sampling layer. The conditional VAE feeds the one-hot digit
 label to both the encoder and the decoder. Encoder and decoder are separate
 ``keras.Model``s, saved as separate ``.keras`` files.
+
+The models see an image as a flat vector of 784 pixels, the notebook's first
+layer, and the train step holds no Flatten or Reshape: the data are flattened
+once, before training. The stages pass and receive 28x28 images through
+``encode`` and ``decode``.
 
 Losses, in nats per image (summed over pixels or latent dimensions, mean over the batch):
     reconstruction = binary cross-entropy summed over the 784 pixels
@@ -59,14 +64,13 @@ class Sampling(layers.Layer):
 
 def build_encoder(latent_dim: int, hidden: tuple[int, ...], variational: bool,
                   conditional: bool = False, seed: int | None = None) -> keras.Model:
-    """AE: image -> z.  VAE: image -> (z_mean, z_log_var, z).  Conditional: (image, label) -> ..."""
-    image = keras.Input(IMAGE_SHAPE, name="image")
-    inputs = [image]
-    x = layers.Flatten(name="flatten")(image)
+    """AE: pixels -> z.  VAE: pixels -> (z_mean, z_log_var, z).  Conditional: (pixels, label) -> ..."""
+    pixels = keras.Input((N_PIXELS,), name="pixels")
+    inputs = x = pixels  # a single input, not a list of one: Keras warns when called with a bare tensor
     if conditional:
         label = keras.Input((N_CLASSES,), name="label")
-        inputs.append(label)
-        x = layers.Concatenate(name="image_and_label")([x, label])
+        inputs = [pixels, label]
+        x = layers.Concatenate(name="pixels_and_label")(inputs)
     # Explicit layer names: the saved files do not depend on what else the process built.
     for i, units in enumerate(hidden, 1):
         x = layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
@@ -79,24 +83,25 @@ def build_encoder(latent_dim: int, hidden: tuple[int, ...], variational: bool,
 
 
 def build_decoder(latent_dim: int, hidden: tuple[int, ...], conditional: bool = False) -> keras.Model:
-    """z (and, conditional, the label) -> image; the encoder's hidden layers mirrored."""
+    """z (and, conditional, the label) -> 784 pixels; the encoder's hidden layers mirrored."""
     z = keras.Input((latent_dim,), name="z")
-    inputs = [z]
-    x = z
+    inputs = x = z
     if conditional:
         label = keras.Input((N_CLASSES,), name="label")
-        inputs.append(label)
-        x = layers.Concatenate(name="z_and_label")([z, label])
+        inputs = [z, label]
+        x = layers.Concatenate(name="z_and_label")(inputs)
     for i, units in enumerate(reversed(hidden), 1):
         x = layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-    x = layers.Dense(N_PIXELS, activation="sigmoid", name="pixels")(x)
-    return keras.Model(inputs, layers.Reshape(IMAGE_SHAPE, name="image")(x), name="decoder")
+    return keras.Model(inputs, layers.Dense(N_PIXELS, activation="sigmoid", name="pixels")(x), name="decoder")
 
 
 # --- the loss -----------------------------------------------------------------------
 
 def reconstruction_loss(x, x_decoded):
-    """Binary cross-entropy summed over the pixels: one value per image, in nats."""
+    """Binary cross-entropy summed over the pixels: one value per image, in nats.
+
+    Takes flat pixel vectors or 28x28 images alike.
+    """
     x = ops.reshape(x, (-1, N_PIXELS))
     x_decoded = ops.reshape(x_decoded, (-1, N_PIXELS))
     return ops.sum(ops.binary_crossentropy(x, x_decoded), axis=-1)
@@ -172,7 +177,7 @@ class VAE(AE):
 
 
 class CVAE(VAE):
-    """Conditional VAE: encoder and decoder also see the one-hot label; data is (image, label)."""
+    """Conditional VAE: encoder and decoder also see the one-hot label; data is (pixels, label)."""
 
     def encode_decode(self, data, training: bool):
         x, label = data
@@ -198,10 +203,21 @@ def one_hot(labels) -> "np.ndarray":
     return np.eye(N_CLASSES, dtype=np.float32)[np.asarray(labels)]
 
 
+def flatten(images):
+    """(n, 28, 28) images -> (n, 784) pixel vectors, as the encoder takes them (a view, no copy)."""
+    return images.reshape(len(images), N_PIXELS)
+
+
+def encode(encoder: keras.Model, images, labels=None, batch_size: int = 2000):
+    """The encoder's outputs for ``images`` (n, 28, 28); a conditional encoder also takes the digits."""
+    inputs = flatten(images) if labels is None else [flatten(images), one_hot(labels)]
+    return encoder.predict(inputs, batch_size=batch_size, verbose=0)
+
+
 def decode(decoder: keras.Model, z, labels=None, batch_size: int = 2000):
-    """Decoded images for latent points ``z`` (numpy); a conditional decoder also takes the digits."""
+    """Decoded (n, 28, 28) images for latent points ``z``; a conditional decoder also takes the digits."""
     inputs = z if labels is None else [z, one_hot(labels)]
-    return decoder.predict(inputs, batch_size=batch_size, verbose=0)
+    return decoder.predict(inputs, batch_size=batch_size, verbose=0).reshape(len(z), *IMAGE_SHAPE)
 
 
 def load(path) -> keras.Model:

@@ -1,7 +1,7 @@
 """Training and evaluation shared by the train_* stages: seeding, input pipeline, fit, outputs.
 
-The fast setup (measured by ``make bench``, see README): float32 data in a
-``tf.data`` pipeline built once, the train step compiled with XLA, several
+The fast setup (measured by ``make bench``, see README): float32 pixel vectors
+in a ``tf.data`` pipeline built once, the train step compiled with XLA, several
 steps per call into TensorFlow, and evaluation in large batches.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from stages.lib import StageError, models
@@ -22,6 +21,12 @@ from stages.lib.params import TrainParams
 
 STEPS_PER_EXECUTION = 64   # train steps per call into TensorFlow; amortises Python overhead
 EVAL_BATCH_SIZE = 2000     # evaluation needs no small batches
+
+# With tf.data's autotuner on, epochs here often took exactly 0.63, 1.27 or 2.55 s:
+# 10 ms x (2^k - 1), the times its optimisation loop wakes up, as if the epoch's end waited
+# for it; with it off, never. This pipeline (shuffle, batch, prefetch) has nothing to tune.
+NO_AUTOTUNE = tf.data.Options()
+NO_AUTOTUNE.autotune.enabled = False
 
 
 class TrainingError(StageError):
@@ -40,7 +45,7 @@ def dataset(data: Any, batch_size: int, shuffle_seed: int | None = None) -> tf.d
     if shuffle_seed is not None:
         n = len(data[0]) if isinstance(data, tuple) else len(data)
         ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(2).with_options(NO_AUTOTUNE)
 
 
 @contextlib.contextmanager
@@ -64,18 +69,31 @@ def xla_allowed() -> Iterator[None]:
             tf.config.experimental.enable_op_determinism()
 
 
+def as_vectors(data: Any) -> Any:
+    """Images (n, 28, 28), or an (images, labels) tuple, with the images as the models' pixel vectors."""
+    if isinstance(data, tuple):
+        return (models.flatten(data[0]), *data[1:])
+    return models.flatten(data)
+
+
+def compile_fast(model: models.AE, learning_rate: float) -> None:
+    """Adam, the train step compiled with XLA (on the CPU), STEPS_PER_EXECUTION steps per call."""
+    with xla_allowed():
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
+                      jit_compile=not tf.config.list_physical_devices("GPU"))
+
+
 def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
         callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
-    """Train with Adam; return the per-epoch history (train terms and ``test_`` terms).
+    """Train with Adam on images (or (images, labels)); return the per-epoch history
+    (train terms and ``test_`` terms).
 
     Raises TrainingError if the loss becomes NaN or infinite.
     """
-    with xla_allowed():
-        model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
-                      jit_compile=not tf.config.list_physical_devices("GPU"))
+    compile_fast(model, p.learning_rate)
     history = model.fit(
-        dataset(train, p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
-        validation_data=dataset(test, EVAL_BATCH_SIZE), shuffle=False,  # tf.data shuffles
+        dataset(as_vectors(train), p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
+        validation_data=dataset(as_vectors(test), EVAL_BATCH_SIZE), shuffle=False,  # tf.data shuffles
         callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
         verbose=1 if sys.stdout.isatty() else 2)
     h = history.history
@@ -91,7 +109,7 @@ def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
 
 def evaluate(model: models.AE, test: Any) -> dict[str, float]:
     """The loss terms on the whole test set, in nats per image."""
-    return {k: float(v) for k, v in model.evaluate(dataset(test, EVAL_BATCH_SIZE), verbose=0,
+    return {k: float(v) for k, v in model.evaluate(dataset(as_vectors(test), EVAL_BATCH_SIZE), verbose=0,
                                                    return_dict=True).items()}
 
 
