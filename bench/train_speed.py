@@ -25,23 +25,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from bench.notebook_reference import notebook_ae
 from stages.lib import mnist, models, training
-
-
-def notebook_ae() -> keras.Model:
-    """The notebook's AE, built as the notebook builds it."""
-    image = keras.Input((28, 28))
-    x = keras.layers.Flatten()(image)
-    x = keras.layers.Dense(128, activation="relu")(x)
-    x = keras.layers.Dense(16, activation="relu")(x)
-    encoder = keras.Model(image, keras.layers.Dense(2)(x))
-    z = keras.Input((2,))
-    x = keras.layers.Dense(16, activation="relu")(z)
-    x = keras.layers.Dense(128, activation="relu")(x)
-    x = keras.layers.Reshape((28, 28))(keras.layers.Dense(784, activation="sigmoid")(x))
-    decoder = keras.Model(z, x)
-    image = keras.Input((28, 28))
-    return keras.Model(image, decoder(encoder(image)))
 
 
 class Lockstep(keras.callbacks.Callback):
