@@ -1,4 +1,9 @@
-"""Stage plot_beta_sweep: the beta-VAE trade-off across beta_sweep.betas (artifacts/beta_sweep.png)."""
+"""Stage plot_beta_sweep: the beta-VAE trade-off (artifacts/beta_sweep.png).
+
+The points: every beta of the sweep (artifacts/beta_sweep/metrics.json) and the main VAE,
+trained by train_vae with vae.beta and scored by evaluate@vae the same way. When vae.beta is
+also in the sweep, its point is drawn once.
+"""
 from __future__ import annotations
 
 import json
@@ -8,21 +13,26 @@ import matplotlib.pyplot as plt
 
 from stages.lib import params, plotting, run
 
-SWEEP = Path("artifacts/beta_sweep")
+
+def sweep_points(vae_beta: float, root: Path = Path("artifacts")) -> list[dict]:
+    """The sweep's results and the main VAE's, one per beta, sorted by beta; each marked ``main``."""
+    points = {r["beta"]: dict(r, main=False) for r in json.loads((root / "beta_sweep/metrics.json").read_text()).values()}
+    vae = json.loads((root / "vae/metrics.json").read_text())
+    evaluation = json.loads((root / "vae/evaluation.json").read_text())
+    points[vae_beta] = {"beta": vae_beta, "test_reconstruction": vae["test_reconstruction"], "test_kl": vae["test_kl"],
+                        "test_neg_elbo": vae["test_neg_elbo"], "samples": evaluation["samples"], "main": True}
+    return [points[b] for b in sorted(points)]
 
 
 def main() -> None:
-    params.load("beta_sweep", params.BetaSweepParams)  # validate
     p = params.load("plot", params.PlotParams)
-    # File names follow the betas as DVC writes them in stage names (beta_vae@<beta>).
-    names = [str(b) for b in params.read_params()["beta_sweep"]["betas"]]
-    points = sorted((json.loads((SWEEP / f"beta_{n}.json").read_text()) for n in names), key=lambda r: r["beta"])
+    points = sweep_points(params.load("vae", params.VAEParams).beta)
     plotting.style(p.style)
     fig, (rd, reg) = plt.subplots(1, 2, figsize=(11, 4.2))
     rd.plot([r["test_kl"] for r in points], [r["test_reconstruction"] for r in points], "o-")
     for r in points:
-        rd.annotate(f"β={r['beta']:g}", (r["test_kl"], r["test_reconstruction"]), textcoords="offset points",
-                    xytext=(5, 5))
+        rd.annotate(f"β={r['beta']:g}" + (" (main VAE)" if r["main"] else ""),
+                    (r["test_kl"], r["test_reconstruction"]), textcoords="offset points", xytext=(5, 5))
     rd.set(xlabel="test KL (nats/image)", ylabel="test reconstruction (nats/image)",
            title="Reconstruction against KL")
     betas = [r["beta"] for r in points]

@@ -9,9 +9,16 @@ class StageError(Exception):
     """An expected failure (bad params, bad input, diverged training); the message says what to fix."""
 
 
-def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(); report a StageError as one clear line and a non-zero exit, no traceback."""
+def run(main: Callable[[], None], compute: bool = True) -> None:
+    """Run a stage's main(); report a StageError as one clear line and a non-zero exit, no traceback.
+
+    ``compute``: the stage computes with numpy or TensorFlow, so it first applies
+    ``compute.portable`` from params.yaml (stages/lib/compute.py), which may re-execute it.
+    """
     try:
+        if compute:
+            from stages.lib import compute as compute_setup, params
+            compute_setup.apply(params.load("compute", params.ComputeParams).portable)
         main()
     except StageError as exc:
         sys.exit(f"error: {exc}")

@@ -38,6 +38,11 @@ class FetchParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    portable: bool = rule()                      # the same bytes on any x86-64 CPU with AVX2 (stages/lib/compute.py)
+
+
+@dataclass(frozen=True)
 class DataParams:
     train_limit: int = rule(ge=1, le=60000)      # first N training images (tests use few)
 
@@ -225,6 +230,7 @@ def _describe(hint: Any, meta: dict) -> str:
 
 # Every block of params.yaml and its schema (the test suite validates them all).
 BLOCKS: dict[str, type] = {
+    "compute": ComputeParams,
     "fetch": FetchParams,
     "data": DataParams,
     "ae": TrainParams,

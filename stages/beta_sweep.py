@@ -1,0 +1,86 @@
+"""Stage beta_sweep: the beta-VAE trade-off, one VAE per beta in beta_sweep.betas.
+
+Each VAE is trained with every ``vae`` setting but its beta and scored like evaluate@vae:
+test reconstruction and KL, and what random codes z ~ N(0, I) decode to, judged by the classifier.
+Writes artifacts/beta_sweep/models/beta_<beta>/{encoder,decoder}.keras (for the explorer and the
+likelihood stage) and artifacts/beta_sweep/metrics.json ({"beta_<beta>": {...}}).
+
+With compute.portable each training runs on one thread, so the betas train side by side in a
+pool of processes, one per core: the same bytes as one after another, in about half the time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import mnist, params, run
+from stages.lib.files import write_json
+
+OUT = Path("artifacts/beta_sweep")
+
+
+def name(beta: float) -> str:
+    """beta_0.5, beta_2, beta_8: the key of one beta in file names and metrics."""
+    return f"beta_{beta:g}"
+
+
+def train_one(beta: float, models_dir: Path) -> dict:
+    """Train and score the VAE for one beta; save its encoder and decoder under ``models_dir``."""
+    from stages.lib import metrics, models, training
+
+    p = dataclasses.replace(params.load("vae", params.VAEParams), beta=beta)
+    e = params.load("evaluate", params.EvaluateParams)
+    limit = params.load("data", params.DataParams).train_limit
+    x_train, _, x_test, _ = mnist.load(train_limit=limit)
+    training.seed_everything(p.seed)  # as train_vae does: vae.beta in the sweep gives the very same model
+    model = models.build("vae", p.latent_dim, p.hidden, beta=beta, seed=p.seed)
+    training.fit(model, x_train, x_test, p, f"beta_sweep ({name(beta)})")
+    test = training.evaluate(model, x_test)
+    classifier = models.load("artifacts/classifier/model.keras")
+    z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
+    probabilities = classifier.predict(models.decode(model.decoder, z), batch_size=2000, verbose=0)
+    result = {"beta": beta, "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
+              "test_neg_elbo": test["reconstruction"] + test["kl"],
+              "samples": metrics.generation_scores(probabilities, e.threshold)}
+    models.save(model.encoder, models_dir / name(beta) / "encoder.keras")
+    models.save(model.decoder, models_dir / name(beta) / "decoder.keras")
+    return result
+
+
+def workers(n_betas: int, portable: bool) -> int:
+    """Processes to train in: one per core when each training is single-threaded (portable)."""
+    return min(n_betas, os.cpu_count() or 1) if portable else 1
+
+
+def main() -> None:
+    betas = params.load("beta_sweep", params.BetaSweepParams).betas
+    portable = params.load("compute", params.ComputeParams).portable
+    params.load("vae", params.VAEParams), params.load("evaluate", params.EvaluateParams)  # fail before training
+
+    # Models go to a fresh folder that replaces the old one only once every beta succeeded.
+    final, staging = OUT / "models", OUT / ".models.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        n = workers(len(betas), portable)
+        if n == 1:
+            results = [train_one(b, staging) for b in betas]
+        else:  # spawn: a fresh interpreter per worker, with the compute settings inherited
+            with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+                results = list(pool.map(train_one, betas, [staging] * len(betas)))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json(OUT / "metrics.json", {name(r["beta"]): r for r in results})
+    for r in results:
+        print(f"beta_sweep: beta {r['beta']:g}: test -ELBO {r['test_neg_elbo']:.2f}")
+
+
+if __name__ == "__main__":
+    run(main)
