@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup repro test test-fast bench report lock
+TEST_STAMP := $(VENV)/.installed-test-$(shell sha256sum requirements-test.txt | cut -c1-12)
+
+.PHONY: setup setup-test repro test test-fast bench report lock
 
 setup: $(STAMP)
 
@@ -19,12 +21,19 @@ $(STAMP): requirements.txt
 repro: setup
 	dvc repro
 
-# The browser test needs Chromium: installed from Debian's packages where we are root (else it skips).
-test: setup
-	tools/install-chromium
+# Test-only Python packages (requirements-test.txt) beside the pipeline's.
+setup-test: setup $(TEST_STAMP)
+
+$(TEST_STAMP): requirements-test.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-test.txt
+	rm -f $(VENV)/.installed-test-* && touch $@
+
+# The browser and cross-CPU tests need Chromium and qemu-user, from Debian's packages.
+test: setup-test
+	tools/install-system-deps
 	python -m pytest
 
-test-fast: setup
+test-fast: setup-test
 	python -m pytest -m "not slow"
 
 # Review the workspace against REV (default HEAD): report/report.md, figures and plots page.
