@@ -36,11 +36,11 @@ def train_one(beta: float, models_dir: Path) -> dict:
 
     p = dataclasses.replace(params.load("vae", params.VAEParams), beta=beta)
     e = params.load("evaluate", params.EvaluateParams)
-    limit = params.load("data", params.DataParams).train_limit
-    x_train, _, x_test, _ = mnist.load(train_limit=limit)
+    data = params.load("data", params.DataParams)
+    x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     training.seed_everything(p.seed)  # as train_vae does: vae.beta in the sweep gives the very same model
     model = models.build("vae", p.latent_dim, p.hidden, beta=beta, seed=p.seed)
-    training.fit(model, x_train, x_test, p, f"beta_sweep ({name(beta)})")
+    training.fit(model, x_train, x_test, p, f"beta_sweep ({name(beta)})", binarize=data.binarize)
     test = training.evaluate(model, x_test)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)

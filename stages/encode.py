@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import mnist, model_arg, run
+from stages.lib import mnist, model_arg, params, run
 from stages.lib.files import write_npz
 
 BATCH = 2000
@@ -29,7 +29,10 @@ def main() -> None:
     from stages.lib import models, training
 
     training.seed_everything(0)  # deterministic ops; the sampling seed comes with the encoder
-    x_train, y_train, x_test, y_test = mnist.load()
+    binarize = params.load("data", params.DataParams).binarize
+    x_train, y_train, x_test, y_test = mnist.load(binarize=binarize)
+    if binarize == "dynamic":  # the training codes of one fixed draw; the test set comes binarized
+        x_train = mnist.binarized(x_train, mnist.TRAIN_BINARIZATION_SEED)
     encoder = models.load(Path("artifacts", kind, "encoder.keras"))
     arrays = {"y_train": y_train, "y_test": y_test}
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):

@@ -10,13 +10,13 @@ OUT = Path("artifacts/cvae")
 
 def main() -> None:
     p = params.load("cvae", params.VAEParams)
-    limit = params.load("data", params.DataParams).train_limit
+    data = params.load("data", params.DataParams)
     from stages.lib import models, training  # TensorFlow loads only once params are valid
 
-    x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
+    x_train, y_train, x_test, y_test = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     train = (x_train, models.one_hot(y_train))
     test = (x_test, models.one_hot(y_test))
-    print(training.train("cvae", p, train, test, OUT))
+    print(training.train("cvae", p, train, test, OUT, binarize=data.binarize))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ OUT = Path("artifacts/vae")
 
 def main() -> None:
     p = params.load("vae", params.VAEParams)
-    limit = params.load("data", params.DataParams).train_limit
+    data = params.load("data", params.DataParams)
     from stages.lib import training  # TensorFlow loads only once params are valid
 
-    x_train, _, x_test, _ = mnist.load(train_limit=limit)
-    print(training.train("vae", p, x_train, x_test, OUT))
+    x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
+    print(training.train("vae", p, x_train, x_test, OUT, binarize=data.binarize))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The real DVC CLI on a temporary copy of the project."""
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -49,16 +51,29 @@ def would_run(project: Project, changes: dict) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
+COMPUTING = {"train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "beta_sweep",
+             "plot_beta_sweep", *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate")
+                                  for m in ("ae", "vae", "cvae"))}
+
+
+def finite_numbers(data: object, where: str = "") -> list[tuple[str, float]]:
+    """Every number in a JSON document with its dotted key; fails on anything but numbers, dicts and lists."""
+    if isinstance(data, dict):
+        return [kv for k, v in data.items() for kv in finite_numbers(v, f"{where}.{k}".lstrip("."))]
+    if isinstance(data, list):
+        return [kv for i, v in enumerate(data) for kv in finite_numbers(v, f"{where}[{i}]")]
+    assert isinstance(data, (int, float)) and not isinstance(data, bool), f"{where}: {data!r}"
+    assert math.isfinite(data), f"{where}: {data}"
+    return [(where, float(data))]
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     stages = lock(tiny)["stages"]
-    expected = {"fetch", "train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "compare",
-                "beta_vae@2", "plot_beta_sweep",
-                *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae", "cvae"))}
-    assert expected <= set(stages)
+    assert set(stages) == COMPUTING | {"fetch", "compare"}
     for name, stage in stages.items():
         for out in stage.get("outs", []):
-            assert (tiny.path / out["path"]).is_file(), f"{name}: {out['path']} missing"
+            assert (tiny.path / out["path"]).exists(), f"{name}: {out['path']} missing"
     for png in (tiny.path / "artifacts").rglob("*.png"):
         assert png.stat().st_size < 500_000, png
     assert "up to date" in tiny.dvc("status").stdout
@@ -67,22 +82,69 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
     assert "artifacts/vae/metrics.json" in tracked and "artifacts/ae/manifold.png" in tracked
     assert not [t for t in tracked if t.endswith((".keras", ".npz", ".npy"))]
 
+    # The numbers: every key the README and compare read, finite, shares in [0, 1].
+    art = tiny.path / "artifacts"
+    for m in ("ae", "vae", "cvae"):
+        evaluation = json.loads((art / m / "evaluation.json").read_text())
+        numbers = dict(finite_numbers(evaluation))
+        for part in ("grid", "samples"):
+            for key in ("recognisable_share", "class_balance", "mean_confidence"):
+                assert 0 <= numbers[f"{part}.{key}"] <= 1, (m, part, key)
+        assert 0 <= numbers["knn_accuracy"] <= 1
+        assert {"latent.std_spread", "latent.std_ratio"} <= set(numbers)
+        assert ("conditional_accuracy" in numbers) == (m == "cvae")
+        metrics = dict(finite_numbers(json.loads((art / m / "metrics.json").read_text())))
+        assert "test_reconstruction" in metrics and ("test_neg_elbo" in metrics) == (m != "ae")
+    sweep = json.loads((art / "beta_sweep/metrics.json").read_text())
+    assert set(sweep) == {"beta_2"}  # TINY's one beta
+    point = dict(finite_numbers(sweep["beta_2"]))
+    assert point["beta"] == 2 and point["test_neg_elbo"] == pytest.approx(point["test_reconstruction"]
+                                                                          + point["test_kl"], abs=2e-4)
+    assert all(0 <= point[f"samples.{k}"] <= 1 for k in ("recognisable_share", "class_balance"))
+    assert sorted(p.name for p in (art / "beta_sweep/models").iterdir()) == ["beta_2"]
+    # comparison.md: a number in every cell but the two that do not apply (the AE's KL and -ELBO,
+    # conditional accuracy of the unconditional models).
+    rows = [line.split("|")[1:-1] for line in (art / "comparison.md").read_text().splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert rows
+    for label, *cells, _note in rows:
+        label = label.strip()
+        allowed = {"test KL (nats/image)": [0], "test negative ELBO (nats/image)": [0],
+                   "conditional accuracy": [0, 1]}.get(label, [])
+        for i, cell in enumerate(cells):
+            if i in allowed:
+                assert cell.strip() == "–", (label, i, cell)
+            else:
+                assert math.isfinite(float(cell)), (label, i, cell)
 
-@pytest.mark.slow
-@pytest.mark.parametrize("changes, allowed", [
+
+# Each edit and the stages it affects directly: exactly those that read the key (a dry run
+# lists only them, not the stages downstream, whose inputs have not changed yet).
+DIRECT = [
     ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
     ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
-    ({"vae": {"beta": 0.5}}, {"train_vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "compare"}),
-    ({"ae": {"epochs": 2}}, {"train_ae", "encode@ae", "generate@ae", "plot@ae", "evaluate@ae", "compare"}),
-    ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae", "evaluate@vae", "compare"}),
-    ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "compare",
-                                        "beta_vae@2", "plot_beta_sweep"}),
-    ({"beta_sweep": {"betas": [2, 4]}}, {"beta_vae@4", "plot_beta_sweep"}),
-])
-def test_param_edits_rerun_only_what_they_affect(tiny: Project, changes: dict, allowed: set[str]) -> None:
-    ran = would_run(tiny, changes)
-    assert ran, "the edit should rerun something"
-    assert ran <= allowed, ran - allowed
+    ({"plot": {"histograms": {"bins": 30}}}, {"plot@ae", "plot@vae", "plot@cvae"}),
+    ({"vae": {"beta": 0.5}}, {"train_vae", "plot_beta_sweep"}),
+    ({"vae": {"epochs": 2}}, {"train_vae", "beta_sweep"}),
+    ({"ae": {"epochs": 2}}, {"train_ae"}),
+    ({"cvae": {"beta": 2.0}}, {"train_cvae"}),
+    ({"classifier": {"epochs": 2}}, {"train_classifier"}),
+    ({"data": {"train_limit": 900}}, {"train_ae", "train_vae", "train_cvae", "train_classifier", "beta_sweep"}),
+    ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae"}),
+    ({"generate": {"cvae": {"digit": 3}}}, {"generate@cvae", "plot@cvae"}),
+    ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "beta_sweep"}),
+    ({"evaluate": {"knn_k": 3}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae"}),
+    ({"beta_sweep": {"betas": [2, 4]}}, {"beta_sweep"}),
+    ({"fetch": {"timeout": 10}}, {"fetch"}),
+    ({"compute": {"portable": False}}, COMPUTING),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changes, direct", DIRECT)
+def test_param_edits_rerun_exactly_the_stages_that_read_them(tiny: Project, changes: dict,
+                                                             direct: set[str]) -> None:
+    assert would_run(tiny, changes) == direct
 
 
 @pytest.mark.slow
@@ -94,14 +156,16 @@ def test_forced_repro_gives_an_identical_lock(tiny: Project) -> None:
 
 
 @pytest.mark.slow
-def test_experiment_with_another_beta_changes_only_the_vae(tiny: Project) -> None:
-    before = {m: (tiny.path / f"artifacts/{m}/metrics.json").read_text() for m in ("ae", "vae")}
-    out = tiny.dvc("exp", "run", "-S", "vae.beta=2").stdout
+def test_experiment_with_another_beta_changes_only_the_vae(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                           mnist_dir: Path) -> None:
+    own = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)  # exp run applies
+    before = {m: (own.path / f"artifacts/{m}/metrics.json").read_text() for m in ("ae", "vae")}
+    out = own.dvc("exp", "run", "-S", "vae.beta=2").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert "train_vae" in ran and "evaluate@vae" in ran
     assert not [s for s in ran if s == "train_ae" or s.endswith("@ae")]
-    assert "fetch" not in ran and not [s for s in ran if s.startswith("beta_vae")]
-    assert (tiny.path / "artifacts/ae/metrics.json").read_text() == before["ae"]
-    assert (tiny.path / "artifacts/vae/metrics.json").read_text() != before["vae"]
-    shown = tiny.dvc("exp", "show", "--md").stdout
+    assert "fetch" not in ran and "beta_sweep" not in ran
+    assert (own.path / "artifacts/ae/metrics.json").read_text() == before["ae"]
+    assert (own.path / "artifacts/vae/metrics.json").read_text() != before["vae"]
+    shown = own.dvc("exp", "show", "--md").stdout
     assert "vae.beta" in shown and "test_neg_elbo" in shown

@@ -196,14 +196,36 @@ def _failure_message(missing: list[str], failures: dict[str, list[str]], env: di
 
 # --- the processed data set -----------------------------------------------------
 
-def load(path: str | Path = "data/mnist.npz", train_limit: int | None = None
+BINARIZATIONS = ("none", "dynamic")
+# Fixed draws for the images that are binarized once (data.binarize: dynamic): the test set,
+# and the training set where a stage reads it outside training (encode).
+TEST_BINARIZATION_SEED = 0
+TRAIN_BINARIZATION_SEED = 1
+
+
+def binarized(x: np.ndarray, seed: int) -> np.ndarray:
+    """Each pixel drawn as Bernoulli(intensity): the binarized MNIST of the VAE literature."""
+    return (np.random.default_rng(seed).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def load(path: str | Path = "data/mnist.npz", train_limit: int | None = None, binarize: str = "none"
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)``: images as float32 in [0, 1], labels as int32."""
+    """``(x_train, y_train, x_test, y_test)``: images as float32 in [0, 1], labels as int32.
+
+    ``binarize="dynamic"``: the test images are binarized once (TEST_BINARIZATION_SEED); the
+    training images stay intensities, which training draws anew each epoch
+    (``training.dataset``).
+    """
+    if binarize not in BINARIZATIONS:
+        raise MnistError(f"binarize: expected one of {list(BINARIZATIONS)}, got {binarize!r}")
     d = load_npz(path, ARRAYS)
     for key, _, shape in FILES.values():
         if d[key].shape != shape or d[key].dtype != np.uint8:
             raise MnistError(f"{path}: {key} has shape {d[key].shape} and dtype {d[key].dtype}, "
                              f"expected {shape} uint8 (rerun: dvc repro fetch)")
     n = len(d["x_train"]) if train_limit is None else train_limit
+    x_test = d["x_test"].astype(np.float32) / 255
+    if binarize == "dynamic":
+        x_test = binarized(x_test, TEST_BINARIZATION_SEED)
     return (d["x_train"][:n].astype(np.float32) / 255, d["y_train"][:n].astype(np.int32),
-            d["x_test"].astype(np.float32) / 255, d["y_test"].astype(np.int32))
+            x_test, d["y_test"].astype(np.int32))

@@ -45,6 +45,7 @@ class ComputeParams:
 @dataclass(frozen=True)
 class DataParams:
     train_limit: int = rule(ge=1, le=60000)      # first N training images (tests use few)
+    binarize: str = rule(choices=("none", "dynamic"))  # dynamic: Bernoulli(x) pixels, as in the literature
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,28 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def dataset(data: Any, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batches of ``data`` (an array or a tuple of arrays), reshuffled each epoch when seeded."""
+def dataset(data: Any, batch_size: int, shuffle_seed: int | None = None,
+            binarize_seed: int | None = None) -> tf.data.Dataset:
+    """Batches of ``data`` (an array or a tuple of arrays whose first holds the pixels), reshuffled
+    each epoch when seeded; with ``binarize_seed``, the pixels drawn as Bernoulli(intensity)
+    anew each epoch (dynamic binarization, data.binarize: dynamic)."""
     ds = tf.data.Dataset.from_tensor_slices(data)
     if shuffle_seed is not None:
         n = len(data[0]) if isinstance(data, tuple) else len(data)
         ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(2).with_options(NO_AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if binarize_seed is not None:
+        # One stateless seed pair per batch, from a stream drawn anew each epoch: the same
+        # draws on every run and every CPU (Philox), different ones each epoch.
+        seeds = tf.data.Dataset.random(seed=binarize_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(_binarize_batch)
+    return ds.prefetch(2).with_options(NO_AUTOTUNE)
+
+
+def _binarize_batch(batch: Any, seed: tf.Tensor) -> Any:
+    pixels = batch[0] if isinstance(batch, tuple) else batch
+    drawn = tf.cast(tf.random.stateless_uniform(tf.shape(pixels), seed=seed) < pixels, pixels.dtype)
+    return (drawn, *batch[1:]) if isinstance(batch, tuple) else drawn
 
 
 @contextlib.contextmanager
@@ -85,15 +100,17 @@ def compile_fast(model: models.AE, learning_rate: float) -> None:
 
 
 def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
+        callbacks: Sequence[keras.callbacks.Callback] = (), binarize: str = "none") -> dict[str, list[float]]:
     """Train with Adam on images (or (images, labels)); return the per-epoch history
-    (train terms and ``test_`` terms).
+    (train terms and ``test_`` terms). ``binarize="dynamic"`` draws the training pixels anew each
+    epoch (the test set comes binarized from ``mnist.load``).
 
     Raises TrainingError if the loss becomes NaN or infinite.
     """
     compile_fast(model, p.learning_rate)
     history = model.fit(
-        dataset(as_vectors(train), p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
+        dataset(as_vectors(train), p.batch_size, shuffle_seed=p.seed,
+                binarize_seed=p.seed if binarize == "dynamic" else None), epochs=p.epochs,
         validation_data=dataset(as_vectors(test), EVAL_BATCH_SIZE), shuffle=False,  # tf.data shuffles
         callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
         verbose=1 if sys.stdout.isatty() else 2)
@@ -125,14 +142,15 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
     write_json(out_dir / "metrics.json", metrics)
 
 
-def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path) -> dict[str, float]:
+def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
+          binarize: str = "none") -> dict[str, float]:
     """Seed, build, fit and evaluate one model; write its outputs; return its metrics.
 
     ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels) tuples).
     """
     seed_everything(p.seed)
     model = models.build(kind, p.latent_dim, p.hidden, beta=getattr(p, "beta", 1.0), seed=p.seed)
-    history = fit(model, train_data, test_data, p, f"train_{kind}")
+    history = fit(model, train_data, test_data, p, f"train_{kind}", binarize=binarize)
     test = evaluate(model, test_data)
     metrics = {"test_reconstruction": test["reconstruction"]}
     if kind != "ae":

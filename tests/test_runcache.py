@@ -1,0 +1,91 @@
+"""Going back costs nothing: a param edit and its revert restore every stage from DVC's run-cache.
+
+DVC restores a stage from its run-cache only when no `outs` entry has `cache: false`; the files
+reviewers read in git are declared under `metrics:` or `plots:` instead (dvc.yaml).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Project, copy_of, tiny_base
+
+# Sub-second stages whose output is neither a metric nor a plot: they rerun instead of restoring.
+ALWAYS_RERUN = {"compare": ["artifacts/comparison.md"]}
+
+
+def test_no_stage_declares_an_uncached_out() -> None:
+    """An `outs` entry with cache: false would stop its stage from being restored from the run-cache."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    uncached = {}
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for out in body.get("outs", []):
+            if isinstance(out, dict):
+                path, props = next(iter(out.items()))
+                if props and props.get("cache") is False:
+                    uncached.setdefault(name, []).append(path)
+    assert uncached == ALWAYS_RERUN
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def restored(output: str) -> set[str]:
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output))
+
+
+def snapshot(project: Project) -> dict[str, str]:
+    """md5 of every file the pipeline writes: DVC-cached outputs and the reviewed files in git."""
+    files = [p for p in (project.path / "artifacts").rglob("*") if p.is_file()] + [project.path / "data/mnist.npz"]
+    return {str(p.relative_to(project.path)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
+    return copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, affected", [
+    # A training param: the VAE, everything downstream of it, and the sweep figure that shows it.
+    ({"vae": {"learning_rate": 0.002}},
+     {"train_vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "plot_beta_sweep"}),
+    # A plot param: every figure.
+    ({"plot": {"dpi": 81}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
+])
+def test_edit_and_revert_restores_from_the_run_cache(tiny: Project, change: dict, affected: set[str]) -> None:
+    before = snapshot(tiny)
+    tiny.set_params(change)
+    edited = tiny.dvc("repro").stdout
+    assert ran(edited) - set(ALWAYS_RERUN) == affected, edited
+
+    tiny.git("checkout", "params.yaml")
+    back = tiny.dvc("repro").stdout
+    assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
+    assert restored(back) == affected, back
+    assert "Epoch 1/" not in back  # no training code ran
+    assert snapshot(tiny) == before
+    assert tiny.git("status", "--porcelain").stdout == ""
+    assert "up to date" in tiny.dvc("status").stdout
+
+
+@pytest.mark.slow
+def test_a_failing_edit_then_its_revert_restores_everything_without_running(tiny: Project) -> None:
+    before = snapshot(tiny)
+    tiny.set_params({"ae": {"epochs": -1}})
+    failed = tiny.dvc("repro", check=False)
+    assert failed.returncode != 0
+    assert "ae.epochs" in failed.stdout + failed.stderr  # the stage's own one-line error names the key
+
+    tiny.git("checkout", "params.yaml")
+    back = tiny.dvc("repro").stdout
+    assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
+    assert "train_ae" in restored(back), back
+    assert snapshot(tiny) == before
+    assert tiny.git("status", "--porcelain").stdout == ""
