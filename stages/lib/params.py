@@ -69,6 +69,7 @@ class ComputeParams(Block):
 
 class DataParams(Block):
     train_limit: StrictInt = Field(ge=1, le=60000)    # first N training images (tests use few)
+    binarize: Literal["none", "dynamic"]              # see params.yaml
 
 
 class TrainParams(Block):
