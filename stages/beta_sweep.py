@@ -10,7 +10,6 @@ pool of processes, one per core: the same bytes as one after another, in about h
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,8 @@ def train_one(beta: float, models_dir: Path) -> dict:
     """Train and score the VAE for one beta; save its encoder and decoder under ``models_dir``."""
     from stages.lib import metrics, models, training
 
-    p = dataclasses.replace(params.load("vae", params.VAEParams), beta=beta)
+    # model_copy does not re-validate: beta_sweep.betas has the same bounds as vae.beta.
+    p = params.load("vae", params.VAEParams).model_copy(update={"beta": beta})
     e = params.load("evaluate", params.EvaluateParams)
     data = params.load("data", params.DataParams)
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)

@@ -1,7 +1,6 @@
 """Real training on a slice of real MNIST: it learns, it is deterministic, it refuses NaN."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_training_lowers_the_loss_and_is_deterministic(data, tmp_path: Path) -> 
 
 def test_ae_training_lowers_the_loss(data, tmp_path: Path) -> None:
     x_train, x_test = data
-    p = params.TrainParams(**{f.name: getattr(P, f.name) for f in dataclasses.fields(params.TrainParams)})
+    p = params.TrainParams(**{name: getattr(P, name) for name in params.TrainParams.model_fields})
     metrics = training.train("ae", p, x_train, x_test, tmp_path)
     history = np.genfromtxt(tmp_path / "history.tsv", names=True, delimiter="\t")
     assert history["test_reconstruction"][-1] < history["test_reconstruction"][0]
@@ -64,7 +63,7 @@ def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Pat
     arrays = mnist.fetch([], tmp_path / "c", 5, 0, env={"MNIST_MIRROR": str(mnist_dir)})
     x, y = arrays["x_train"][:10000].astype(np.float32) / 255, arrays["y_train"][:10000]
     x_test, y_test = arrays["x_test"][:500].astype(np.float32) / 255, arrays["y_test"][:500]
-    training.train("cvae", dataclasses.replace(P, epochs=10, batch_size=64), (x, models.one_hot(y)),
+    training.train("cvae", P.model_copy(update={"epochs": 10, "batch_size": 64}), (x, models.one_hot(y)),
                    (x_test, models.one_hot(y_test)), tmp_path / "cvae")
 
     judge = models.build_classifier()

@@ -1,17 +1,21 @@
-"""Load ``params.yaml`` and validate the block a stage reads, before any work.
+"""Load ``params.yaml`` and validate the block a stage reads, before any work (and before TensorFlow).
 
-Each block is a frozen dataclass; a field's metadata says what values are
-allowed. Errors name the file, the key, the value and what is allowed.
+Each block is a frozen pydantic model. Fields are strict where YAML could slip a wrong type
+through lax coercion (``true`` or ``"3"`` for a number), numbers must be finite, and a YAML list
+fills a tuple. Errors name the file, the dotted key, the value and what is allowed, one line each.
 """
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import math
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, ValidationError, ValidationInfo, field_validator)
+from pydantic.fields import FieldInfo
+from ruamel.yaml import YAML, YAMLError
 
 from stages.lib import StageError
 
@@ -22,215 +26,249 @@ class ParamsError(StageError, ValueError):
     """A missing, unknown or invalid parameter."""
 
 
-def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-         min_len: int | None = None, choices: tuple | None = None) -> Any:
-    """A dataclass field with the bounds its value (or each list item) must satisfy."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le, "min_len": min_len, "choices": choices})
+class Block(BaseModel):
+    # allow_inf_nan=False applies to every float, tuple items included.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _matplotlib_style(name: str) -> str:
+    from matplotlib import style  # lazy: only the plot stages pay for it
+
+    allowed = ["default", *sorted(set(style.available) | {"classic"})]
+    if name not in allowed:
+        raise ValueError(f"expected a matplotlib style, one of {allowed}, got {name!r}")
+    return name
+
+
+def _matplotlib_colormap(name: str) -> str:
+    from matplotlib import colormaps  # lazy, as above
+
+    if name not in colormaps:
+        close = difflib.get_close_matches(name, list(colormaps), n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else " (see matplotlib.colormaps)"
+        raise ValueError(f"expected a matplotlib colormap, got {name!r}{hint}")
+    return name
+
+
+Text = Annotated[StrictStr, Field(min_length=1)]
+Style = Annotated[Text, AfterValidator(_matplotlib_style)]
+Colormap = Annotated[Text, AfterValidator(_matplotlib_colormap)]
 
 
 # --- the blocks ---------------------------------------------------------------
 
-@dataclass(frozen=True)
-class FetchParams:
-    mirrors: tuple[str, ...] = rule(min_len=1)   # base URLs, tried in order
-    timeout: float = rule(gt=0)                  # seconds per HTTP connect/read
-    retries: int = rule(ge=0, le=10)             # per file and mirror, on transient errors
+class FetchParams(Block):
+    mirrors: tuple[Text, ...] = Field(min_length=1)   # base URLs, tried in order
+    timeout: StrictFloat = Field(gt=0)                # seconds per HTTP connect/read
+    retries: StrictInt = Field(ge=0, le=10)           # per file and mirror, on transient errors
 
 
-@dataclass(frozen=True)
-class ComputeParams:
-    portable: bool = rule()                      # the same bytes on any x86-64 CPU with AVX2 (stages/lib/compute.py)
+class ComputeParams(Block):
+    portable: StrictBool                              # the same bytes on any x86-64 CPU with AVX2 (stages/lib/compute.py)
 
 
-@dataclass(frozen=True)
-class DataParams:
-    train_limit: int = rule(ge=1, le=60000)      # first N training images (tests use few)
-    binarize: str = rule(choices=("none", "dynamic"))  # dynamic: Bernoulli(x) pixels, as in the literature
+class DataParams(Block):
+    train_limit: StrictInt = Field(ge=1, le=60000)    # first N training images (tests use few)
+    binarize: Literal["none", "dynamic"]              # dynamic: Bernoulli(x) pixels, as in the literature
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    latent_dim: int = rule(ge=1)
-    hidden: tuple[int, ...] = rule(ge=1, min_len=1)  # encoder widths; decoder mirrors them
-    epochs: int = rule(ge=1)
-    batch_size: int = rule(ge=1)
-    learning_rate: float = rule(gt=0)
-    seed: int = rule(ge=0)
+class TrainParams(Block):
+    latent_dim: StrictInt = Field(ge=1)
+    hidden: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(min_length=1)  # encoder widths; decoder mirrors them
+    epochs: StrictInt = Field(ge=1)
+    batch_size: StrictInt = Field(ge=1)
+    learning_rate: StrictFloat = Field(gt=0)
+    seed: StrictInt = Field(ge=0)
 
 
-@dataclass(frozen=True)
 class VAEParams(TrainParams):
-    beta: float = rule(ge=0)                     # weight of the KL term; 1 is the ELBO
+    beta: StrictFloat = Field(ge=0)                   # weight of the KL term; 1 is the ELBO
 
 
-@dataclass(frozen=True)
-class ClassifierParams:
-    epochs: int = rule(ge=1)
-    batch_size: int = rule(ge=1)
-    learning_rate: float = rule(gt=0)
-    seed: int = rule(ge=0)
+class ClassifierParams(Block):
+    epochs: StrictInt = Field(ge=1)
+    batch_size: StrictInt = Field(ge=1)
+    learning_rate: StrictFloat = Field(gt=0)
+    seed: StrictInt = Field(ge=0)
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    n_samples: int = rule(ge=1, le=100000)       # decoded random latent points
-    seed: int = rule(ge=0)
-    threshold: float = rule(gt=0, le=1)          # top probability that makes a decode "recognisable"
-    knn_k: int = rule(ge=1, le=100)
+class EvaluateParams(Block):
+    n_samples: StrictInt = Field(ge=1, le=100000)     # decoded random latent points
+    seed: StrictInt = Field(ge=0)
+    threshold: StrictFloat = Field(gt=0, le=1)        # top probability that makes a decode "recognisable"
+    knn_k: StrictInt = Field(ge=1, le=100)
 
 
-@dataclass(frozen=True)
-class BetaSweepParams:
-    betas: tuple[float, ...] = rule(ge=0, min_len=1)  # one VAE trained per beta (stages beta_vae@<beta>)
+class BetaSweepParams(Block):
+    betas: tuple[Annotated[StrictFloat, Field(ge=0)], ...] = Field(min_length=1)  # one VAE per beta
 
 
-@dataclass(frozen=True)
-class GridParams:
+class GridParams(Block):
     """A uniform grid over the 2-D latent space, as in the notebook's generate_images_latent."""
-    x: tuple[float, ...] = rule(min_len=2)       # [x0, x1]
-    y: tuple[float, ...] = rule(min_len=2)       # [y0, y1]
-    step: float = rule(gt=0)
-    per_row: int = rule(ge=1, le=40)             # random decodes per row of the 10-row figure
-    seed: int = rule(ge=0)                       # for those random latent points
+    step: StrictFloat = Field(gt=0)                   # declared before x and y so their check can see it
+    x: tuple[StrictFloat, ...]                        # [x0, x1]
+    y: tuple[StrictFloat, ...]                        # [y0, y1]
+    per_row: StrictInt = Field(ge=1, le=40)           # random decodes per row of the 10-row figure
+    seed: StrictInt = Field(ge=0)                     # for those random latent points
 
-    def __post_init__(self) -> None:
-        for name in ("x", "y"):
-            lo_hi = getattr(self, name)
-            if len(lo_hi) != 2 or lo_hi[0] >= lo_hi[1]:
-                raise ParamsError(f"{name}: expected [low, high] with low < high, got {list(lo_hi)}")
-            n = round((lo_hi[1] - lo_hi[0]) / self.step) + 1
+    @field_validator("x", "y")
+    @classmethod
+    def _range(cls, lo_hi: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        if len(lo_hi) != 2 or lo_hi[0] >= lo_hi[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {list(lo_hi)}")
+        step = info.data.get("step")  # absent when step itself is invalid (reported on its own)
+        if step is not None:
+            span = (lo_hi[1] - lo_hi[0]) / step
+            n = round(span) + 1 if math.isfinite(span) else math.inf
             if n > 201:
-                raise ParamsError(f"{name}: {n} grid points with step {self.step}; at most 201 allowed")
+                raise ValueError(f"{n} grid points with step {step}; at most 201 allowed")
+        return lo_hi
 
 
-@dataclass(frozen=True)
 class ConditionalGridParams(GridParams):
     """The conditional VAE decodes its grid for one digit."""
-    digit: int = rule(ge=0, le=9)
+    digit: StrictInt = Field(ge=0, le=9)
 
 
-@dataclass(frozen=True)
-class ScatterParams:
-    cmap: str = rule()
-    point_size: float = rule(gt=0)
+class ScatterParams(Block):
+    cmap: Colormap
+    point_size: StrictFloat = Field(gt=0)
 
 
-@dataclass(frozen=True)
-class HistogramParams:
-    bins: int = rule(ge=2, le=500)
+class HistogramParams(Block):
+    bins: StrictInt = Field(ge=2, le=500)
 
 
-@dataclass(frozen=True)
-class SamplesParams:
-    rows: int = rule(ge=1, le=20)
-    cols: int = rule(ge=1, le=40)
-    seed: int = rule(ge=0)
+class SamplesParams(Block):
+    rows: StrictInt = Field(ge=1, le=20)
+    cols: StrictInt = Field(ge=1, le=40)
+    seed: StrictInt = Field(ge=0)
 
 
-@dataclass(frozen=True)
-class PlotParams:
-    dpi: int = rule(ge=20, le=600)
-    style: str = rule()
-    scatter: ScatterParams = rule()
-    histograms: HistogramParams = rule()
-    samples: SamplesParams = rule()
+class PlotParams(Block):
+    dpi: StrictInt = Field(ge=20, le=600)
+    style: Style
+    scatter: ScatterParams
+    histograms: HistogramParams
+    samples: SamplesParams
 
 
-# --- validation ---------------------------------------------------------------
+# --- loading ------------------------------------------------------------------
 
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as DVC reads it: YAML 1.2 (``1e-3`` is a number), safe loader, plain containers."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = YAML(typ="safe").load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the project root)") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of blocks, got {type(data).__name__}")
     return data
 
 
-def load(block: str, schema: type[T], path: str | Path = PARAMS_FILE) -> T:
+def load(block: str, schema: type[M], path: str | Path = PARAMS_FILE) -> M:
     """Validate ``params.yaml``'s ``block`` (dots reach into nested blocks) against ``schema``."""
     data: Any = read_params(path)
     for part in block.split("."):
         if not isinstance(data, dict) or part not in data:
             raise ParamsError(f"{path}: missing block '{block}'")
         data = data[part]
-    return parse(data, schema, block, path)
-
-
-def parse(data: Any, schema: type[T], where: str, path: str | Path = PARAMS_FILE) -> T:
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: {where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ParamsError(f"{path}: {where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    hints = typing.get_type_hints(schema)
-    values = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}"
-        if name not in data:
-            raise ParamsError(f"{path}: missing key {key} ({_describe(hints[name], f.metadata)})")
-        values[name] = _check(data[name], hints[name], f.metadata, key, path)
     try:
-        return schema(**values)
-    except ParamsError as exc:  # a check across fields (__post_init__): say where
-        raise ParamsError(f"{path}: {where}.{exc}") from None
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError("\n".join(f"{path}: {line}" for line in _messages(exc, schema, block))) from None
 
 
-def _check(value: Any, hint: Any, meta: dict, key: str, path: str | Path) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return parse(value, hint, key, path)
+# --- error messages -----------------------------------------------------------
+
+def _messages(exc: ValidationError, schema: type[BaseModel], where: str) -> list[str]:
+    """One line per problem, from pydantic's errors, in the words of params.yaml (no doc URLs)."""
+    errors = exc.errors(include_url=False)
+    lines, unknown = [], {}
+    for err in errors:
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden":  # gathered below: one line per mapping
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        if err["type"] == "too_short" and any(e["loc"][:len(loc)] == loc and len(e["loc"]) > len(loc) for e in errors):
+            continue  # pydantic also says "too short" when items were invalid; their errors say why
+        key = _key(where, loc)
+        hint, meta = _resolve(schema, loc)
+        if err["type"] == "missing":
+            lines.append(f"missing key {key} ({_describe(hint, meta)})")
+        elif err["type"] in ("value_error", "assertion_error"):  # our own checks say what they expect
+            lines.append(f"{key}: {err['ctx']['error']}")
+        elif err["type"] == "too_short":
+            lines.append(f"{key}: expected at least {err['ctx']['min_length']} item(s), got {err['input']!r}")
+        elif hint is None:  # not expected; pydantic's own words then
+            lines.append(f"{key}: {err['msg']}, got {err['input']!r}")
+        else:
+            expected = _describe(hint, meta, finite=err["type"] == "finite_number")
+            lines.append(f"{key}: expected {expected}, got {err['input']!r}")
+    for loc, names in unknown.items():
+        hint, _ = _resolve(schema, loc)
+        allowed = sorted(hint.model_fields) if _is_model(hint) else []
+        lines.append(f"{_key(where, loc)}: unknown key(s) {sorted(names)}; allowed: {allowed}")
+    return lines
+
+
+def _key(where: str, loc: tuple[int | str, ...]) -> str:
+    """``ae`` + ("hidden", 1) -> ``ae.hidden[1]``."""
+    return where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _is_model(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def _unwrap(hint: Any, meta: list) -> tuple[Any, list]:
+    """Annotated[int, Strict(), FieldInfo(ge=1)] -> int, with the constraints flattened into ``meta``."""
+    while typing.get_origin(hint) is Annotated:
+        hint, *extra = typing.get_args(hint)
+        for m in extra:
+            meta = [*meta, *(m.metadata if isinstance(m, FieldInfo) else [m])]
+    return hint, meta
+
+
+def _resolve(schema: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, list]:
+    """The type and constraints at ``loc`` in ``schema`` (None if pydantic points elsewhere)."""
+    hint, meta = schema, []
+    for part in loc:
+        if isinstance(part, str) and _is_model(hint) and part in hint.model_fields:
+            info = hint.model_fields[part]
+            hint, meta = _unwrap(info.annotation, list(info.metadata))
+        elif isinstance(part, int) and typing.get_origin(hint) is tuple:
+            hint, meta = _unwrap(typing.get_args(hint)[0], [])
+        else:
+            return None, []
+    return hint, meta
+
+
+def _describe(hint: Any, meta: list, finite: bool = False) -> str:
+    """What a value must be, in words: 'an integer >= 1', 'a list of a number >= 0', ..."""
+    if _is_model(hint):
+        return f"a mapping with keys {list(hint.model_fields)}"
     if typing.get_origin(hint) is tuple:
-        item_hint = typing.get_args(hint)[0]
-        if not isinstance(value, list):
-            raise ParamsError(f"{path}: {key}: expected {_describe(hint, meta)}, got {value!r}")
-        if meta.get("min_len") is not None and len(value) < meta["min_len"]:
-            raise ParamsError(f"{path}: {key}: expected at least {meta['min_len']} item(s), got {value!r}")
-        return tuple(_check(v, item_hint, meta, f"{key}[{i}]", path) for i, v in enumerate(value))
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str) and value != "",
-    }[hint]
-    if ok and hint is float:
-        value = float(value)
-    if not ok or not _in_bounds(value, meta):
-        raise ParamsError(f"{path}: {key}: expected {_describe(hint, meta)}, got {value!r}")
-    return value
-
-
-def _in_bounds(value: Any, meta: dict) -> bool:
-    if meta.get("choices") is not None:
-        return value in meta["choices"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return True
-    return ((meta.get("ge") is None or value >= meta["ge"])
-            and (meta.get("gt") is None or value > meta["gt"])
-            and (meta.get("le") is None or value <= meta["le"]))
-
-
-def _describe(hint: Any, meta: dict) -> str:
-    if dataclasses.is_dataclass(hint):
-        return f"a mapping with keys {[f.name for f in dataclasses.fields(hint)]}"
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0], meta)}"
-    if meta.get("choices") is not None:
-        return f"one of {list(meta['choices'])}"
-    text = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}[hint]
-    bounds = [f"{op} {meta[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<=")) if meta.get(k) is not None]
-    return text + (" " + " and ".join(bounds) if bounds else "")
+        return f"a list of {_describe(*_unwrap(typing.get_args(hint)[0], []), finite)}"
+    if typing.get_origin(hint) is Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    text = {bool: "true or false", int: "an integer", float: "a finite number" if finite else "a number",
+            str: "a non-empty string"}.get(hint, str(hint))
+    bounds = [f"{op} {getattr(m, name)}" for m in meta for name, op in (("ge", ">="), ("gt", ">"), ("le", "<="))
+              if hasattr(m, name)]
+    return " ".join([text, " and ".join(bounds)]) if bounds else text
 
 
 # Every block of params.yaml and its schema (the test suite validates them all).
-BLOCKS: dict[str, type] = {
+BLOCKS: dict[str, type[BaseModel]] = {
     "compute": ComputeParams,
     "fetch": FetchParams,
     "data": DataParams,
