@@ -68,13 +68,19 @@ def softplus(a: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, a)
 
 
-def bernoulli_log_likelihood(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+def bernoulli_log_likelihood(x: np.ndarray, logits: np.ndarray, log1m: np.ndarray | None = None
+                             ) -> np.ndarray:
     """log p(x_i | z_j) for every image x_i (n, p) and every decoded point's logits (m, p): (n, m).
 
-    x . a - sum softplus(a): one float64 matrix product for all pairs.
+    x . a + sum_i log(1 - d_i): one float64 matrix product for all pairs. ``log1m``, when given,
+    is that sum, -sum softplus(a), per point (m,), computed by the caller from logits it clipped.
     """
-    a = clip_logits(logits)
-    return np.asarray(x, np.float64) @ a.T - softplus(a).sum(axis=1)
+    if log1m is None:
+        a = clip_logits(logits)
+        log1m = -softplus(a).sum(axis=1)
+    else:
+        a = np.asarray(logits, np.float64)
+    return np.asarray(x, np.float64) @ a.T + log1m
 
 
 def bernoulli_log_likelihood_pairs(x: np.ndarray, logits: np.ndarray) -> np.ndarray:

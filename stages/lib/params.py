@@ -135,6 +135,22 @@ class PlotParams:
     samples: SamplesParams = rule()
 
 
+@dataclass(frozen=True)
+class LikelihoodGridParams:
+    """The quadrature grid [-bound, bound]^2 of the 2-D latent space (stages likelihood@<item>)."""
+    bound: float = rule(gt=0)                    # covers the prior N(0, I): 6 leaves out e^-18
+    points: int = rule(ge=3, le=1001)            # per axis; the check refines to 2 * points - 1
+    tolerance: float = rule(gt=0)                # nats: the two grids must agree within this
+
+
+@dataclass(frozen=True)
+class LikelihoodParams:
+    seed: int = rule(ge=0)                       # the subset of images and every z sample
+    images: int = rule(ge=1, le=10000)           # test images for the IWAE and the quadrature
+    iwae_k: tuple[int, ...] = rule(ge=1, le=10000, min_len=1)  # importance samples per bound
+    grid: LikelihoodGridParams = rule()
+
+
 # --- validation ---------------------------------------------------------------
 
 T = TypeVar("T")
@@ -243,4 +259,5 @@ BLOCKS: dict[str, type] = {
     "cvae": VAEParams,
     "beta_sweep": BetaSweepParams,
     "generate.cvae": ConditionalGridParams,
+    "likelihood": LikelihoodParams,
 }
