@@ -14,6 +14,14 @@ ROWS = [
     ("test reconstruction (nats/image)", "metrics.json", "test_reconstruction", ".1f", "lower is better"),
     ("test KL (nats/image)", "metrics.json", "test_kl", ".2f", "VAEs only"),
     ("test negative ELBO (nats/image)", "metrics.json", "test_neg_elbo", ".1f", "lower is better"),
+    ("likelihood subset: negative ELBO", "likelihood.json", "neg_elbo", ".2f",
+     "the test images of the two rows below (likelihood.images)"),
+    ("likelihood subset: NLL, IWAE (largest k)", "likelihood.json", "iwae.k_max.nll", ".2f",
+     "importance-weighted bound on -log p(x); AE: no likelihood"),
+    ("likelihood subset: NLL, quadrature", "likelihood.json", "quadrature.nll_fine", ".2f",
+     "-log p(x) summed over a grid of z: near-exact"),
+    ("likelihood subset: pixel entropy floor", "likelihood.json", "entropy_floor", ".1f",
+     "in every NLL: grey pixels are not binary"),
     ("grid: recognisable share", "evaluation.json", "grid.recognisable_share", ".3f",
      "decodes the classifier labels with p >= threshold"),
     ("grid: class balance", "evaluation.json", "grid.class_balance", ".3f", "1 = every digit equally often"),
@@ -31,8 +39,16 @@ ROWS = [
 ]
 
 
+# Files a model does not have: the AE defines no likelihood.
+ABSENT = {("ae", "likelihood.json")}
+
+
 def lookup(data: dict, dotted: str) -> Any:
+    """``data`` at a dotted key; the part ``k_max`` picks the largest ``k_<k>`` key present."""
     for part in dotted.split("."):
+        if part == "k_max" and isinstance(data, dict):
+            ks = [int(k[2:]) for k in data if k.startswith("k_") and k[2:].isdigit()]
+            part = f"k_{max(ks)}" if ks else part
         if not isinstance(data, dict) or part not in data:
             return None
         data = data[part]
@@ -40,7 +56,8 @@ def lookup(data: dict, dotted: str) -> Any:
 
 
 def table(models: dict[str, str], rows: list, root: Path = Path("artifacts")) -> str:
-    files = {(m, f): json.loads((root / m / f).read_text()) for m in models for f in {r[1] for r in rows}}
+    files = {(m, f): {} if (m, f) in ABSENT else json.loads((root / m / f).read_text())
+             for m in models for f in {r[1] for r in rows}}
     lines = ["| metric | " + " | ".join(models.values()) + " | note |",
              "| --- | " + " | ".join("---:" for _ in models) + " | --- |"]
     for label, file, key, fmt, note in rows:

@@ -15,20 +15,30 @@ from stages.lib import params, plotting, run
 
 
 def sweep_points(vae_beta: float, root: Path = Path("artifacts")) -> list[dict]:
-    """The sweep's results and the main VAE's, one per beta, sorted by beta; each marked ``main``."""
-    points = {r["beta"]: dict(r, main=False) for r in json.loads((root / "beta_sweep/metrics.json").read_text()).values()}
+    """The sweep's results and the main VAE's, one per beta, sorted by beta; each marked ``main``.
+
+    Each point's ``likelihood`` is its block of likelihood.json (stage likelihood@<item>).
+    """
+    likelihood = json.loads((root / "beta_sweep/likelihood.json").read_text())
+    points = {r["beta"]: dict(r, main=False, likelihood=likelihood[f"beta_{r['beta']:g}"])
+              for r in json.loads((root / "beta_sweep/metrics.json").read_text()).values()}
     vae = json.loads((root / "vae/metrics.json").read_text())
     evaluation = json.loads((root / "vae/evaluation.json").read_text())
     points[vae_beta] = {"beta": vae_beta, "test_reconstruction": vae["test_reconstruction"], "test_kl": vae["test_kl"],
-                        "test_neg_elbo": vae["test_neg_elbo"], "samples": evaluation["samples"], "main": True}
+                        "test_neg_elbo": vae["test_neg_elbo"], "samples": evaluation["samples"], "main": True,
+                        "likelihood": json.loads((root / "vae/likelihood.json").read_text())}
     return [points[b] for b in sorted(points)]
+
+
+def largest_k(likelihood: dict) -> int:
+    return max(int(k.removeprefix("k_")) for k in likelihood["iwae"])
 
 
 def main() -> None:
     p = params.load("plot", params.PlotParams)
     points = sweep_points(params.load("vae", params.VAEParams).beta)
     plotting.style(p.style)
-    fig, (rd, reg) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (rd, reg, nll) = plt.subplots(1, 3, figsize=(16, 4.2))
     rd.plot([r["test_kl"] for r in points], [r["test_reconstruction"] for r in points], "o-")
     for r in points:
         rd.annotate(f"β={r['beta']:g}" + (" (main VAE)" if r["main"] else ""),
@@ -44,6 +54,18 @@ def main() -> None:
     reg.set_xticks(betas, [f"{b:g}" for b in betas])
     reg.minorticks_off()  # log-scale minor labels would crowd the betas
     reg.legend()
+    k = largest_k(points[0]["likelihood"])
+    for key, label in ((("neg_elbo",), "−ELBO"), (("iwae", f"k_{k}", "nll"), f"IWAE, k = {k}"),
+                       (("quadrature", "nll_fine"), "−log p(x), quadrature")):
+        values = [r["likelihood"] for r in points]
+        for part in key:
+            values = [v[part] for v in values]
+        nll.plot(betas, values, "o-", label=label)
+    nll.set(xscale=reg.get_xscale(), xlabel="β", ylabel="nats per test image",
+            title=f"Likelihood on {points[0]['likelihood']['images']} test images")
+    nll.set_xticks(betas, [f"{b:g}" for b in betas])
+    nll.minorticks_off()
+    nll.legend()
     fig.suptitle("β-VAE trade-off")
     fig.tight_layout()
     plotting.save(fig, Path("artifacts/beta_sweep.png"), p.dpi)

@@ -153,6 +153,20 @@ class PlotParams(Block):
     samples: SamplesParams
 
 
+class LikelihoodGridParams(Block):
+    """The quadrature grid [-bound, bound]^2 of the 2-D latent space (stages likelihood@<item>)."""
+    bound: StrictFloat = Field(gt=0)                  # covers the prior N(0, I): 6 leaves out e^-18
+    points: StrictInt = Field(ge=3, le=1001)          # per axis; the check refines to 2 * points - 1
+    tolerance: StrictFloat = Field(gt=0)              # nats: the two grids must agree within this
+
+
+class LikelihoodParams(Block):
+    seed: StrictInt = Field(ge=0)                     # the subset of images and every z sample
+    images: StrictInt = Field(ge=1, le=10000)         # test images for the IWAE and the quadrature
+    iwae_k: tuple[Annotated[StrictInt, Field(ge=1, le=10000)], ...] = Field(min_length=1)  # samples per bound
+    grid: LikelihoodGridParams
+
+
 # --- loading ------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
@@ -282,4 +296,5 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "cvae": VAEParams,
     "beta_sweep": BetaSweepParams,
     "generate.cvae": ConditionalGridParams,
+    "likelihood": LikelihoodParams,
 }
