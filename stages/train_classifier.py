@@ -27,7 +27,8 @@ def main() -> None:
     test = model.evaluate(training.dataset((x_test, y_test), training.EVAL_BATCH_SIZE), return_dict=True,
                           verbose=0)
     # Both files or neither: the metrics are checked (no NaN) before anything is written.
-    metrics = json_text({"test_accuracy": test["accuracy"], "test_loss": test["loss"]}, name=OUT / "metrics.json")
+    metrics = json_text({"test_accuracy": test["accuracy"], "test_loss": test["loss"]},
+                        name=OUT / "metrics.json")
     with atomic_folder(OUT) as staging:
         models.save(model, staging / "model.keras")
         write_text(staging / "metrics.json", metrics)
