@@ -177,8 +177,10 @@ def test_plot_images_are_the_image_files_declared_as_plots(tmp_path: Path, monke
     """Stage plots with foreach resolved, then top-level ones; in the workspace and at a revision."""
     monkeypatch.chdir(tmp_path)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "t"], [sys.executable, "-m", "dvc", "init", "-q"]):
+                ["git", "config", "user.name", "t"], [sys.executable, "-m", "dvc", "init", "-q"],
+                ["git", "commit", "-q", "-m", "dvc init"], ["git", "tag", "before"]):
         run(cmd, tmp_path)
+    assert tool.plot_images("before") == []  # no dvc.yaml at that revision
     (tmp_path / "dvc.yaml").write_text(DVC_YAML)
     run(["git", "add", "-A"], tmp_path)
     run(["git", "commit", "-q", "-m", "plots"], tmp_path)

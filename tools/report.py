@@ -178,6 +178,8 @@ def plot_images(rev: str | None = None) -> list[str]:
     renders. Paths relative to the project root, in order, each once."""
     from dvc.repo import Repo
 
+    if rev is not None and _git_show(rev, "dvc.yaml") is None:
+        return []  # no pipeline at that revision (yet): nothing declared there
     found: list[str] = []
     try:
         with Repo(".", rev=rev) as repo:
