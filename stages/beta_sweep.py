@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib import mnist, params, run
-from stages.lib.files import write_json
+from stages.lib.files import json_text, write_text
 
 OUT = Path("artifacts/beta_sweep")
 
@@ -73,11 +73,13 @@ def main() -> None:
         else:  # spawn: a fresh interpreter per worker, with the compute settings inherited
             with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
                 results = list(pool.map(train_one, betas, [staging] * len(betas)))
+        # Checked (a NaN is a StageError naming the file and the key) before the models are replaced.
+        metrics = json_text({name(r["beta"]): r for r in results}, name=OUT / "metrics.json")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_json(OUT / "metrics.json", {name(r["beta"]): r for r in results})
+    write_text(OUT / "metrics.json", metrics)
     for r in results:
         print(f"beta_sweep: beta {r['beta']:g}: test -ELBO {r['test_neg_elbo']:.2f}")
 

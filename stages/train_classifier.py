@@ -14,7 +14,7 @@ def main() -> None:
     import keras
 
     from stages.lib import models, training
-    from stages.lib.files import write_json
+    from stages.lib.files import atomic_folder, json_text, write_text
 
     x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
     training.seed_everything(p.seed)
@@ -26,8 +26,12 @@ def main() -> None:
               shuffle=False, verbose=2)
     test = model.evaluate(training.dataset((x_test, y_test), training.EVAL_BATCH_SIZE), return_dict=True,
                           verbose=0)
-    models.save(model, OUT / "model.keras")
-    write_json(OUT / "metrics.json", {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+    # Both files or neither: the metrics are checked (no NaN) before anything is written.
+    metrics = json_text({"test_accuracy": test["accuracy"], "test_loss": test["loss"]},
+                        name=OUT / "metrics.json")
+    with atomic_folder(OUT) as staging:
+        models.save(model, staging / "model.keras")
+        write_text(staging / "metrics.json", metrics)
     print(f"train_classifier: test accuracy {test['accuracy']:.4f}")
 
 

@@ -15,6 +15,61 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- in CI a skip is a failure ------------------------------------------------------------------
+
+def in_ci() -> bool:
+    """CI sets CI=true (GitHub Actions, GitLab, .ci/run's callers); "", "0", "false" do not count."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple):  # (file, line, "Skipped: reason")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+_CI_SKIPS = pytest.StashKey[list]()
+
+
+def _fail_skip(config: pytest.Config, report: Any, nodeid: str) -> None:
+    reason = _skip_reason(report)
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI (CI={os.environ.get('CI')}), which counts as a failure: {reason}"
+    config.stash.setdefault(_CI_SKIPS, []).append(f"{nodeid}: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped at import (pytest.skip(allow_module_level=True), importorskip)."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped:
+        _fail_skip(collector.config, report, report.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """With CI set, a skipped test (skip() in a fixture or test, a skip mark, a failed importorskip)
+    is reported as failed, its reason kept: CI must not pass without testing a required component.
+    Deselected tests (-m "not slow") are not skips and stay out. Outside CI skips stay skips."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        _fail_skip(item.config, report, item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    skips = config.stash.get(_CI_SKIPS, [])
+    if skips:
+        terminalreporter.section("skips turned into failures (CI is set)", red=True)
+        for line in skips:
+            terminalreporter.line(line)
+
+
+# --- projects -----------------------------------------------------------------------------------
+
 # What a project copy needs: the pipeline definition and its code.
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 # What `make report` needs beside the pipeline's files.
@@ -129,7 +184,9 @@ class Project:
 
 # Params that make the whole pipeline run in a few minutes: 1 epoch on 1000 images.
 TINY = {"data": {"train_limit": 1000}, "ae": {"epochs": 1}, "vae": {"epochs": 1}, "cvae": {"epochs": 1},
-        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}, "beta_sweep": {"betas": [2]}}
+        "classifier": {"epochs": 1}, "evaluate": {"n_samples": 500}, "beta_sweep": {"betas": [2]},
+        # 1-epoch models have narrow posteriors: a finer grid converges; few images keep it quick.
+        "likelihood": {"images": 100, "iwae_k": [1, 10, 100], "grid": {"points": 301}}}
 
 
 @pytest.fixture

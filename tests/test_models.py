@@ -38,14 +38,42 @@ def test_kl_divergence_matches_closed_form() -> None:
     assert expected[0] == 0  # N(0, I) against itself
 
 
+def decode_in_numpy(decoder, z: np.ndarray) -> np.ndarray:
+    """The decoder's Dense stack (relu hidden layers, sigmoid output) in plain numpy, from its weights."""
+    import keras
+
+    h = z
+    for layer in decoder.layers:
+        if isinstance(layer, keras.layers.Dense):
+            kernel, bias = (np.asarray(w) for w in layer.weights)
+            h = h @ kernel + bias
+            h = np.maximum(h, 0) if layer.activation.__name__ == "relu" else 1 / (1 + np.exp(-h))
+    return h
+
+
 def test_vae_and_ae_loss_terms_against_numpy(batch) -> None:
+    import keras
+
     x = models.flatten(batch[0])
     vae = models.build("vae", 2, (8, 4), beta=3.0, seed=1)
-    terms = {k: float(v) for k, v in vae.loss_terms(x).items()}
-    # Recompute from the same encoder outputs; Sampling is seeded, so draw z again identically.
+    # A wide posterior (std e) and a steep decoder, so decoding z instead of z_mean changes the
+    # reconstruction clearly (with the initial weights the decoder's output barely moves with z).
+    vae.encoder.get_layer("z_log_var").bias.assign(np.full(2, 2.0, np.float32))
+    first = vae.decoder.get_layer("hidden_1")
+    first.kernel.assign(10 * np.asarray(first.kernel))
+    terms = {k: float(v) for k, v in vae.loss_terms(x).items()}  # Sampling's first draw
     z_mean, z_log_var, _ = (np.asarray(t) for t in vae.encoder(x))
     kl = 0.5 * (np.exp(z_log_var) + z_mean**2 - 1 - z_log_var).sum(axis=1).mean()
     np.testing.assert_allclose(terms["kl"], kl, rtol=1e-5)
+    # The reconstruction term decodes a sample z = z_mean + exp(z_log_var / 2) * eps; Sampling(seed=1)
+    # draws eps from a SeedGenerator(1), so a fresh one gives the same eps. The rest is numpy.
+    eps = np.asarray(keras.random.normal(z_mean.shape, seed=keras.random.SeedGenerator(1)))
+    z = z_mean + np.exp(z_log_var / 2) * eps
+    reconstruction = bce_sum(x, decode_in_numpy(vae.decoder, z)).mean()
+    np.testing.assert_allclose(terms["reconstruction"], reconstruction, rtol=1e-5)
+    # Decoding z_mean (no sampling) would be a different number: the check above tells them apart.
+    at_mean = bce_sum(x, decode_in_numpy(vae.decoder, z_mean)).mean()
+    assert abs(at_mean - reconstruction) > 1000 * 1e-5 * reconstruction, (at_mean, reconstruction)
     np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + 3.0 * terms["kl"], rtol=1e-6)
 
     ae = models.build("ae", 2, (8, 4))
@@ -91,14 +119,46 @@ def test_shapes(kind: str) -> None:
     assert [layer.units for layer in model.decoder.layers if hasattr(layer, "units")] == [16, 128, 784]
 
 
+def shared_object_ids(node) -> list:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "shared_object_id"] + \
+            [i for k, v in node.items() if k != "shared_object_id" for i in shared_object_ids(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in shared_object_ids(v)]
+    return []
+
+
 def test_save_is_reproducible_and_loads_safely(tmp_path: Path) -> None:
-    model = models.build("vae", 2, (8, 4), seed=0)
+    """Two separately built (same seed) models, saved more than 2 s apart (zip times have a 2 s
+    resolution), in different objects (different memory addresses): the very same bytes."""
+    import json
+    import time
+    import zipfile
+
+    import keras
+
+    from stages.lib.files import ZIP_EPOCH
+
     paths = [tmp_path / "a.keras", tmp_path / "b.keras"]
+    built = []
+    for i, p in enumerate(paths):
+        if i:
+            time.sleep(2.1)
+        keras.utils.set_random_seed(0)
+        built.append(models.build("cvae", 2, (8, 4), seed=0))  # cvae: a Concatenate, shared inputs
+        models.save(built[-1].encoder, p)
+    assert built[0].encoder is not built[1].encoder
     for p in paths:
-        models.save(model.encoder, p)
+        with zipfile.ZipFile(p) as z:
+            assert {info.date_time for info in z.infolist()} == {ZIP_EPOCH}, p
+            assert json.loads(z.read("metadata.json"))["date_saved"] == "1980-01-01@00:00:00"
+            ids = shared_object_ids(json.loads(z.read("config.json")))
+            assert ids and sorted(set(ids)) == list(range(len(set(ids)))), ids  # 0, 1, 2...: no addresses
     assert hashlib.sha256(paths[0].read_bytes()).digest() == hashlib.sha256(paths[1].read_bytes()).digest()
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.keras", "b.keras"]  # no temp files left
+    model = built[0]
     loaded = models.load(paths[0])
     assert isinstance(loaded.get_layer("z"), models.Sampling)
     x = np.random.default_rng(0).random((2, 784)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(loaded(x)[0]), np.asarray(model.encoder(x)[0]))
+    label = np.eye(10, dtype=np.float32)[[3, 7]]
+    np.testing.assert_array_equal(np.asarray(loaded([x, label])[0]), np.asarray(model.encoder([x, label])[0]))

@@ -1,19 +1,20 @@
 """The `dvc plots diff` page in a real headless Chromium: its figures and loss curves render.
 
 DVC writes the figures as files beside the page (static/), but loads Vega, Vega-Lite and
-Vega-Embed from cdn.jsdelivr.net, which test machines may not reach. So the test fetches exactly the
-versions the page names from the npm registry (`npm pack`: the files jsDelivr serves) and points a
-copy of the page at them; the copy is otherwise DVC's page, byte for byte. A probe script added to the copy
+Vega-Embed from cdn.jsdelivr.net, which test machines may not reach. So the project keeps exactly the
+files the page names under tests/fixtures/vega/ (what jsDelivr serves for /npm/<name>@<version>: the
+package's browser bundle, its `jsdelivr` entry, taken once from `npm pack <name>@<version>`), pinned
+by sha256 below, and the test points a copy of the page at them; the copy is otherwise DVC's page,
+byte for byte. No network and no npm at test time. A probe script added to the copy
 records each image's natural size, each chart's drawn marks and painted pixels, and any script error.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
-import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,19 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.conftest import ROOT
 from tests.test_report import declared_images, reviewed
 
 CHROMIUM = Path("/usr/bin/chromium")
+VENDORED = ROOT / "tests" / "fixtures" / "vega"
+# The scripts DVC's page (dvc-render) names, as tests/fixtures/vega/<name>@<version>.js, and the
+# sha256 of each: vega build/vega.min.js, vega-lite build/vega-lite.min.js, vega-embed
+# build/vega-embed.min.js, each from its npm package (BSD-3-Clause, see tests/fixtures/vega/README.md).
+PINNED = {
+    "vega@5.20.2": "4794d0169cb1f3ebad8117fe98ba5bd652dd725905ec0384e832391dbccb03be",
+    "vega-lite@5.2.0": "d73157451b3978015ab31dacd55ff90d986ab8663fc0abed50f97b3cd90002cb",
+    "vega-embed@6.18.2": "1ba9826431ddc9805e815ad92acc811c819f2bfd32bda2a128b8c4b5070fab5e",
+}
 CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/((?:@[\w.-]+/)?[\w.-]+)@([\w.-]+)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -74,32 +85,37 @@ class Rendered:
     page: Path            # DVC's index.html
     result: dict          # what the probe recorded
     screenshot: Path
-    vega_missing: str     # why the Vega scripts could not be provided, or ""
 
 
-def fetch_scripts(page_html: str, dest: Path) -> tuple[str, str]:
-    """``page_html`` with each CDN script pointing at the same package version, packed from npm.
-
-    Returns the new HTML and "" or, if npm could not provide them, the original HTML and why."""
+def vendored_scripts(page_html: str) -> str:
+    """``page_html`` with each CDN script pointing at its vendored copy, checked by sha256 first."""
     sources = re.findall(r'<script src="([^"]+)"', page_html)
     assert all(CDN.fullmatch(s) for s in sources), f"unexpected external scripts: {sources}"
-    if not shutil.which("npm"):
-        return page_html, "npm is not installed"
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in sources:
-        name, version = CDN.fullmatch(src).groups()
-        pack = subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(dest), f"{name}@{version}"],
-                              capture_output=True, text=True, timeout=300)
-        if pack.returncode != 0:
-            return page_html, f"`npm pack {name}@{version}` failed (offline?): {pack.stderr.strip()[-500:]}"
-        with tarfile.open(dest / pack.stdout.strip().splitlines()[-1]) as tar:
-            meta = json.load(tar.extractfile("package/package.json"))
-            # What jsDelivr serves for /npm/<name>@<version>: the package's browser bundle.
-            entry = meta.get("jsdelivr") or meta.get("unpkg") or meta["main"]
-            script = dest / f"{name.replace('/', '_')}-{version}.js"
-            script.write_bytes(tar.extractfile(f"package/{entry.lstrip('./')}").read())
+    named = {"@".join(CDN.fullmatch(s).groups()): s for s in sources}
+    assert set(named) == set(PINNED), (
+        f"DVC's page now loads {sorted(named)}, the test vendors {sorted(PINNED)}: put each under "
+        f"{VENDORED} (`npm pack <name>@<version>`, its `jsdelivr` file) and pin its sha256 in PINNED")
+    for spec, src in named.items():
+        script = VENDORED / f"{spec}.js"
+        assert script.is_file(), f"{script} is missing (see PINNED)"
+        digest = hashlib.sha256(script.read_bytes()).hexdigest()
+        assert digest == PINNED[spec], f"{script}: sha256 {digest}, pinned {PINNED[spec]}"
         page_html = page_html.replace(f'"{src}"', f'"{script.as_uri()}"')
-    return page_html, ""
+    return page_html
+
+
+def declared_curves(project: Path) -> list[dict]:
+    """The stages' plots with x and y (the history TSVs), foreach resolved: each is one chart."""
+    curves = []
+    for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
+        items, body = (stage["foreach"], stage["do"]) if "foreach" in stage else ([None], stage)
+        for item in items:
+            for entry in body.get("plots") or []:
+                if isinstance(entry, dict):
+                    (name, props), = entry.items()
+                    if isinstance(props, dict) and "y" in props:
+                        curves.append({"path": name.replace("${item}", str(item)), **props})
+    return curves
 
 
 def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
@@ -113,7 +129,7 @@ def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Rendered:
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `tools/install-chromium` installs Debian's package "
+        pytest.skip(f"no Chromium at {CHROMIUM}: `tools/install-system-deps` installs Debian's package "
                     "(needs root and apt-get)")
     proj = reviewed(tmp_path_factory, mnist_dir)
     tmp = tmp_path_factory.mktemp("browser")
@@ -122,7 +138,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Rende
     page = out / "index.html"
 
     # The probed copy sits beside DVC's page, so its relative image paths resolve the same way.
-    text, missing = fetch_scripts(page.read_text(), tmp / "vendor")
+    text = vendored_scripts(page.read_text())
     text = text.replace("<head>", "<head>\n" + CATCH, 1).replace("</head>", WRAP + "\n</head>", 1)
     text = text.replace("</body>", PROBE + "\n</body>", 1)
     probed = out / "probed.html"
@@ -133,7 +149,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Rende
     assert match and match.group(1), f"the probe did not report (page never finished loading?):\n{dom[-2000:]}"
     shot = tmp / "screenshot.png"
     chromium(tmp, f"--screenshot={shot}", probed.as_uri())
-    return Rendered(proj.path, page, json.loads(html.unescape(match.group(1))), shot, missing)
+    return Rendered(proj.path, page, json.loads(html.unescape(match.group(1))), shot)
 
 
 @pytest.mark.slow
@@ -153,17 +169,29 @@ def test_chromium_loads_every_figure_of_the_plots_page(rendered: Rendered) -> No
 
 @pytest.mark.slow
 def test_chromium_draws_the_loss_curves(rendered: Rendered) -> None:
-    if rendered.vega_missing:
-        pytest.skip(f"the page loads Vega from cdn.jsdelivr.net; offline, and {rendered.vega_missing}")
     result = rendered.result
     assert result["vega"] and not result["errors"], result["errors"]
-    plots = yaml.safe_load((rendered.project / "dvc.yaml").read_text())["plots"]
-    curves = [d["y"] for p in plots if isinstance(p, dict)
-              for d in p.values() if isinstance(d, dict) and isinstance(d.get("y"), dict)]
-    assert len(result["charts"]) == len(curves) > 0, result["charts"]
+    curves = declared_curves(rendered.project)
+    assert len(curves) == 3 and all(isinstance(c["y"], str) for c in curves), curves  # one per model
+    assert len(result["charts"]) == len(curves), result["charts"]
     assert all("error" not in chart for chart in result["charts"]), result["charts"]
-    # Each chart drew a line for every column it plots, at both revisions, on a painted canvas.
-    series = sorted(2 * sum(len(cols) for cols in y.values()) for y in curves)
-    drawn = sorted(chart["marks"].get("line", 0) for chart in result["charts"])
-    assert all(d >= s for d, s in zip(drawn, series)), (drawn, series, result["charts"])
+    # One chart per declared history, in the element DVC names after the file (its id: the path
+    # with the characters not valid in an HTML id as "_", as dvc-render writes it).
+    html_id = {ord(c): "_" for c in r"!@#$%^&*()[]{};,<>?\/:.|`~=_+ "}
+    ids = sorted(chart["id"] for chart in result["charts"])
+    assert ids == sorted(c["path"].translate(html_id) for c in curves), ids
+    # Each chart drew its one column at both revisions, on a painted canvas.
+    assert all(chart["marks"].get("line", 0) >= 2 for chart in result["charts"]), result["charts"]
     assert all(c["width"] > 0 and c["painted"] > 0 for c in result["charts"]), result["charts"]
+
+
+def test_vendored_vega_files_match_their_pins_and_the_page() -> None:
+    """Fast: the vendored files are the pinned ones, and the versions are those DVC's page names."""
+    from dvc_render.vega import VegaRenderer  # noqa: F401  (the page template lives beside it)
+    import dvc_render.vega as vega_module
+
+    page_template = Path(vega_module.__file__).read_text()
+    named = {"@".join(m.groups()) for m in CDN.finditer(page_template)}
+    assert named == set(PINNED), (named, set(PINNED))
+    page = "".join(f'<script src="https://cdn.jsdelivr.net/npm/{spec}"></script>' for spec in sorted(PINNED))
+    assert all(VENDORED.as_uri() in src for src in re.findall(r'<script src="([^"]+)"', vendored_scripts(page)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,17 @@ def reviewed(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
 
 
 def declared_images(project: Path) -> list[str]:
-    """The image files under the top-level `plots:` of the project's dvc.yaml."""
-    plots = yaml.safe_load((project / "dvc.yaml").read_text()).get("plots") or []
-    names = [p if isinstance(p, str) else next(iter(p)) for p in plots]
+    """The image files under the stages' `plots:` in the project's dvc.yaml, foreach resolved
+    (read here from the YAML, independently of tools/report.py, which asks DVC)."""
+    names: list[str] = []
+    for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
+        items, body = (stage["foreach"], stage["do"]) if "foreach" in stage else ([None], stage)
+        assert isinstance(items, list), "declared_images resolves list foreach only"
+        for item in items:
+            for entry in body.get("plots") or []:
+                name = entry if isinstance(entry, str) else next(iter(entry))
+                names.append(name.replace("${item}", str(item)) if item is not None else name)
+    assert not (yaml.safe_load((project / "dvc.yaml").read_text()).get("plots")), "top-level plots are gone"
     return [n for n in names if n.endswith(".png")]
 
 
@@ -142,17 +151,45 @@ def test_report_comes_with_the_plots_diff_page(made: tuple[Project, str]) -> Non
 
 # --- the tool without a pipeline run ------------------------------------------------------------
 
-def test_plot_images_are_the_image_files_of_top_level_plots() -> None:
-    text = """
-stages: {s: {cmd: x, outs: [not/a/plot.png]}}
+DVC_YAML = """
+stages:
+  draw:
+    foreach: [a, b]
+    do:
+      cmd: echo ${item}
+      outs: ["not/a/plot-${item}.png"]
+      plots:
+        - figs/${item}/one.png: {cache: false}
+        - figs/${item}/history.tsv: {cache: false, x: epoch, y: loss}
+  single:
+    cmd: echo
+    plots:
+      - figs/two.PNG: {cache: false}
 plots:
   - Loss: {x: epoch, y: {history.tsv: [loss]}}
-  - a/one.png
-  - a/two.PNG: {title: Two}
-  - Images: {y: {b/three.png: [x]}}
-  - a/one.png
+  - top/three.png
+  - Images: {y: {top/four.png: [x]}}
+  - figs/two.PNG
 """
-    assert tool.plot_images(text) == ["a/one.png", "a/two.PNG", "b/three.png"]
+
+
+def test_plot_images_are_the_image_files_declared_as_plots(tmp_path: Path, monkeypatch) -> None:
+    """Stage plots with foreach resolved, then top-level ones; in the workspace and at a revision."""
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], [sys.executable, "-m", "dvc", "init", "-q"],
+                ["git", "commit", "-q", "-m", "dvc init"], ["git", "tag", "before"]):
+        run(cmd, tmp_path)
+    assert tool.plot_images("before") == []  # no dvc.yaml at that revision
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-q", "-m", "plots"], tmp_path)
+    expected = ["figs/a/one.png", "figs/b/one.png", "figs/two.PNG", "top/three.png", "top/four.png"]
+    assert tool.plot_images() == expected
+    # The workspace changes; the revision keeps what was committed.
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML.replace("[a, b]", "[c]").split("plots:\n  - Loss")[0])
+    assert tool.plot_images() == ["figs/c/one.png", "figs/two.PNG"]
+    assert tool.plot_images("HEAD") == expected
 
 
 def test_deltas_are_signed_and_relative() -> None:

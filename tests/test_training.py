@@ -54,6 +54,47 @@ def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(data, tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+TINY = dataclasses.replace(P, hidden=(8, 4), epochs=2, batch_size=32)
+
+
+def tiny_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((64, 28, 28)).astype(np.float32), rng.random((16, 28, 28)).astype(np.float32)
+
+
+def test_a_non_finite_test_loss_stops_training_with_a_clear_error(tmp_path: Path) -> None:
+    """One NaN pixel in the test set: the training loss stays finite, the test loss does not."""
+    x_train, x_test = tiny_data()
+    x_test[3, 5, 5] = np.nan
+    with pytest.raises(training.TrainingError,
+                       match=r"train_vae: the test loss became non-finite at epoch 1 of 2 \(.*test_loss=nan.*\) "
+                             r"while the training loss stayed finite; no model was written"):
+        training.train("vae", TINY, x_train, x_test, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_test_loss_in_an_earlier_epoch_is_caught(tmp_path: Path) -> None:
+    """Every epoch is checked, not only the last: a test loss that was infinite at epoch 1 only."""
+    import keras
+
+    class InfiniteFirstTestLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 0:
+                logs["val_loss"] = float("inf")  # what History records for this epoch
+
+    x_train, x_test = tiny_data()
+    model = models_build()
+    with pytest.raises(training.TrainingError, match=r"non-finite at epoch 1 of 2 \(test_loss=inf\)"):
+        training.fit(model, x_train, x_test, TINY, "train_vae", callbacks=[InfiniteFirstTestLoss()])
+
+
+def models_build():
+    from stages.lib import models
+
+    training.seed_everything(0)
+    return models.build("vae", 2, TINY.hidden, seed=0)
+
+
 def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Path) -> None:
     """A short real training: the conditional VAE's decodes carry the conditioning digit."""
     import keras

@@ -9,23 +9,22 @@ Writes, under --out (``report/``, git-ignored):
   plots/index.html  the page `dvc plots diff` renders: the loss curves (Vega) and every figure
 
 Everything comes from the real `git` and `dvc` CLIs, run in the current directory (the project
-root). Figures are the image files listed under the top-level ``plots:`` of dvc.yaml, compared byte
-for byte with their version in git at --rev: they must be tracked by git (``cache: false``), as this
-project's are.
+root). Figures are the image files declared as plots in dvc.yaml (under a stage's ``plots:``, foreach
+resolved, or the top-level ``plots:``), compared byte for byte with their version in git at --rev:
+they must be tracked by git (``cache: false``), as this project's are.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import posixpath
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
-import yaml
 
 from stages.lib.files import write_bytes, write_text
 
@@ -157,12 +156,10 @@ def metrics_section(rev: str, found: list[Metric]) -> str:
 
 # --- figures ------------------------------------------------------------------------------------
 
-def plot_images(dvc_yaml: str) -> list[str]:
-    """The image files listed under the top-level ``plots:`` of a dvc.yaml text, in order."""
-    doc = yaml.safe_load(dvc_yaml) or {}
-    found: list[str] = []
-    for entry in doc.get("plots") or []:
-        names: list[str] = []
+def _top_level_images(entries: Sequence[Any], base: str) -> list[str]:
+    """The image files named in a dvc.yaml's top-level ``plots:`` list, relative to the project root."""
+    names: list[str] = []
+    for entry in entries or []:
         if isinstance(entry, str):
             names.append(entry)
         elif isinstance(entry, dict):
@@ -171,7 +168,29 @@ def plot_images(dvc_yaml: str) -> list[str]:
                 # `y: {file: columns}` names files; `y: column` does not.
                 if isinstance(props, dict) and isinstance(props.get("y"), dict):
                     names.extend(str(f) for f in props["y"])
-        found.extend(n for n in names if n.lower().endswith(IMAGE_SUFFIXES) and n not in found)
+    return [posixpath.normpath(posixpath.join(base, n)) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def plot_images(rev: str | None = None) -> list[str]:
+    """The image files declared as plots in the project's dvc.yaml files, in the workspace
+    (``rev`` None) or at git revision ``rev``: each stage's ``plots:`` outputs, ``foreach``
+    resolved, then any top-level ``plots:``. Read by DVC itself, so they are what `dvc plots`
+    renders. Paths relative to the project root, in order, each once."""
+    from dvc.repo import Repo
+
+    if rev is not None and _git_show(rev, "dvc.yaml") is None:
+        return []  # no pipeline at that revision (yet): nothing declared there
+    found: list[str] = []
+    try:
+        with Repo(".", rev=rev) as repo:
+            index = repo.index
+            names = [repo.fs.relpath(out.fs_path, repo.root_dir) for out in index.outs if out.plot]
+            for dvcfile, entries in index._plots.items():  # top-level plots, by the file declaring them
+                base = posixpath.dirname(repo.fs.relpath(dvcfile, repo.root_dir)) if dvcfile else ""
+                names += _top_level_images(entries, "" if base == "." else base)
+    except Exception as e:  # a broken or unreadable dvc.yaml at either side: say which
+        raise ReportError(f"could not read the plots of dvc.yaml at {rev or WORKSPACE}: {e}") from e
+    found.extend(n for n in names if n.lower().endswith(IMAGE_SUFFIXES) and n not in found)
     return found
 
 
@@ -194,10 +213,8 @@ class Figure:
 
 def figures(rev: str) -> list[Figure]:
     """Each figure declared in dvc.yaml (workspace or ``rev``): its bytes at ``rev`` and now."""
-    paths = plot_images(Path("dvc.yaml").read_text())
-    old_yaml = _git_show(rev, "dvc.yaml")
-    if old_yaml is not None:
-        paths += [p for p in plot_images(old_yaml.decode()) if p not in paths]
+    paths = plot_images()
+    paths += [p for p in plot_images(rev) if p not in paths]
     return [Figure(p, _git_show(rev, p), Path(p).read_bytes() if Path(p).is_file() else None)
             for p in paths]
 

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,8 +19,14 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from stages.lib import StageError
+
 # The earliest date a zip entry can carry; fixed so archives are reproducible.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class NonFiniteError(StageError, ValueError):
+    """A NaN or infinite number was to be written to JSON; the message names the file and the key."""
 
 
 @contextlib.contextmanager
@@ -41,6 +48,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``folder``; on success move every file written into it
+    to ``folder`` (created if need be), replacing files of the same name.
+
+    For a stage's outputs that belong together: on any exception nothing in ``folder`` changes,
+    so it never holds a mix of new and old files. The staging folder is removed either way.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        folder.mkdir(exist_ok=True)
+        for f in sorted(staging.iterdir()):
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -50,27 +77,36 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain Python values for JSON; numpy scalars become int/float."""
+def _jsonable(value: Any, name: str, key: str = "") -> Any:
+    """Plain Python values for JSON; numpy scalars become int/float. ``key``: where ``value`` sits."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, name, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, name, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return _jsonable(value.tolist(), name, key)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (float, np.floating)):
         value = float(value)
         if not math.isfinite(value):
-            raise ValueError(f"refusing to write a non-finite number to JSON: {value}")
+            raise NonFiniteError(f"{name}: refusing to write a non-finite number to JSON: "
+                                 f"{key or '(top level)'} = {value}")
         return value
     return value
 
 
+def json_text(obj: Mapping[str, Any], digits: int | None = 4, name: str | os.PathLike = "JSON") -> str:
+    """What write_json writes; a NaN or infinity raises NonFiniteError naming ``name`` and the key."""
+    return json.dumps(_round(_jsonable(obj, str(name)), digits), sort_keys=True, indent=2) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Mapping[str, Any], digits: int | None = 4) -> None:
-    """Sorted keys, floats rounded to ``digits`` decimals, a trailing newline: stable bytes, clean diffs."""
-    write_text(path, json.dumps(_round(_jsonable(obj), digits), sort_keys=True, indent=2) + "\n")
+    """Sorted keys, floats rounded to ``digits`` decimals, a trailing newline: stable bytes, clean diffs.
+
+    Refuses NaN and infinities (NonFiniteError, a StageError naming the file and the key) before
+    touching ``path``."""
+    write_text(path, json_text(obj, digits, path))
 
 
 def _round(value: Any, digits: int | None) -> Any:
@@ -112,14 +148,18 @@ def load_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarr
         return {k: data[k] for k in keys}
 
 
-def write_tsv(path: str | os.PathLike, columns: Mapping[str, Sequence[float]]) -> None:
+def tsv_text(columns: Mapping[str, Sequence[float]]) -> str:
     """A table with one row per index; floats with fixed precision for stable diffs."""
     names = list(columns)
     n = len(next(iter(columns.values()))) if names else 0
     lines = ["\t".join(names)]
     for i in range(n):
         lines.append("\t".join(_fmt(columns[name][i]) for name in names))
-    write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_tsv(path: str | os.PathLike, columns: Mapping[str, Sequence[float]]) -> None:
+    write_text(path, tsv_text(columns))
 
 
 def _fmt(value: float) -> str:

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from stages.lib import StageError, models
-from stages.lib.files import write_json, write_tsv
+from stages.lib.files import atomic_folder, json_text, tsv_text, write_text
 from stages.lib.params import TrainParams
 
 STEPS_PER_EXECUTION = 64   # train steps per call into TensorFlow; amortises Python overhead
@@ -99,30 +99,53 @@ def compile_fast(model: models.AE, learning_rate: float) -> None:
                       jit_compile=not tf.config.list_physical_devices("GPU"))
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the end of the first epoch whose logs (training or test terms) hold a NaN or infinity.
+
+    keras.callbacks.TerminateOnNaN watches the training loss only; a test set that gives a
+    non-finite loss would otherwise train every epoch for nothing.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if any(not math.isfinite(float(v)) for v in (logs or {}).values()):
+            self.model.stop_training = True
+
+
 def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
         callbacks: Sequence[keras.callbacks.Callback] = (), binarize: str = "none") -> dict[str, list[float]]:
     """Train with Adam on images (or (images, labels)); return the per-epoch history
     (train terms and ``test_`` terms). ``binarize="dynamic"`` draws the training pixels anew each
     epoch (the test set comes binarized from ``mnist.load``).
 
-    Raises TrainingError if the loss becomes NaN or infinite.
+    Raises TrainingError if a training or test term becomes NaN or infinite in any epoch.
     """
     compile_fast(model, p.learning_rate)
     history = model.fit(
         dataset(as_vectors(train), p.batch_size, shuffle_seed=p.seed,
                 binarize_seed=p.seed if binarize == "dynamic" else None), epochs=p.epochs,
         validation_data=dataset(as_vectors(test), EVAL_BATCH_SIZE), shuffle=False,  # tf.data shuffles
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=[keras.callbacks.TerminateOnNaN(), StopOnNonFinite(), *callbacks],
         verbose=1 if sys.stdout.isatty() else 2)
-    h = history.history
+    h = {("test_" + k[4:] if k.startswith("val_") else k): v for k, v in history.history.items()}
     epochs_run = len(h.get("loss", []))
-    bad = [name for name, values in h.items() if values and not math.isfinite(values[-1])]
-    if bad or epochs_run < p.epochs:
+    # The first epoch with a non-finite term, and those terms (every epoch, not only the last).
+    bad_epoch = next((i for i in range(epochs_run)
+                      if any(i < len(v) and not math.isfinite(v[i]) for v in h.values())), None)
+    if bad_epoch is None and epochs_run == p.epochs:
+        return h
+    if bad_epoch is None:  # TerminateOnNaN stopped mid-epoch: that epoch logged no values
+        bad_epoch, bad = epochs_run - 1, {}
+    else:
+        bad = {n: v[bad_epoch] for n, v in h.items() if bad_epoch < len(v) and not math.isfinite(v[bad_epoch])}
+    shown = ", ".join(f"{n}={v}" for n, v in sorted(bad.items())) or "non-finite loss"
+    if bad and all(n.startswith("test_") for n in bad):
         raise TrainingError(
-            f"{stage}: training diverged at epoch {epochs_run} of {p.epochs} "
-            f"({', '.join(f'{n}={h[n][-1]}' for n in bad) or 'non-finite loss'}); no model was written. "
-            f"Try a smaller learning_rate (now {p.learning_rate}).")
-    return {("test_" + k[4:] if k.startswith("val_") else k): v for k, v in h.items()}
+            f"{stage}: the test loss became non-finite at epoch {bad_epoch + 1} of {p.epochs} ({shown}) "
+            "while the training loss stayed finite; no model was written. Check the test data "
+            "(NaN or infinite pixels?).")
+    raise TrainingError(
+        f"{stage}: training diverged at epoch {max(bad_epoch + 1, 1)} of {p.epochs} ({shown}); "
+        f"no model was written. Try a smaller learning_rate (now {p.learning_rate}).")
 
 
 def evaluate(model: models.AE, test: Any) -> dict[str, float]:
@@ -133,13 +156,21 @@ def evaluate(model: models.AE, test: Any) -> dict[str, float]:
 
 def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float]],
                   metrics: dict[str, float]) -> None:
-    """encoder.keras, decoder.keras, history.tsv, metrics.json: each atomically."""
-    models.save(model.encoder, out_dir / "encoder.keras")
-    models.save(model.decoder, out_dir / "decoder.keras")
+    """encoder.keras, decoder.keras, history.tsv, metrics.json, all or none.
+
+    The texts are made (and metrics checked: a NaN raises a StageError naming the file and the
+    key) before anything is written; then the four files are written into a staging folder and
+    moved into ``out_dir`` together, so a failure never leaves new models beside old metrics.
+    """
     columns = {"epoch": list(range(1, len(history["loss"]) + 1))}
     columns.update({k: history[k] for k in sorted(history)})
-    write_tsv(out_dir / "history.tsv", columns)
-    write_json(out_dir / "metrics.json", metrics)
+    history_text = tsv_text(columns)
+    metrics_text = json_text(metrics, name=out_dir / "metrics.json")
+    with atomic_folder(out_dir) as staging:
+        models.save(model.encoder, staging / "encoder.keras")
+        models.save(model.decoder, staging / "decoder.keras")
+        write_text(staging / "history.tsv", history_text)
+        write_text(staging / "metrics.json", metrics_text)
 
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
