@@ -54,7 +54,7 @@ def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(data, tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
-TINY = dataclasses.replace(P, hidden=(8, 4), epochs=2, batch_size=32)
+TINY = P.model_copy(update={"hidden": (8, 4), "epochs": 2, "batch_size": 32})
 
 
 def tiny_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
