@@ -135,6 +135,13 @@ class PlotParams:
     samples: SamplesParams = rule()
 
 
+@dataclass(frozen=True)
+class ExploreParams:
+    images: int = rule(ge=1, le=10000)           # test images the explorer page carries (random-image button)
+    seed: int = rule(ge=0)                       # which ones
+    steps: int = rule(ge=2, le=32)               # decodes in the interpolation strip
+
+
 # --- validation ---------------------------------------------------------------
 
 T = TypeVar("T")
@@ -243,4 +250,5 @@ BLOCKS: dict[str, type] = {
     "cvae": VAEParams,
     "beta_sweep": BetaSweepParams,
     "generate.cvae": ConditionalGridParams,
+    "explore": ExploreParams,
 }
