@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import copy_of, tiny_base
+from tests.conftest import Project, copy_of, tiny_base
 from tools import explorer_browser as browser
 
 PAGE = Path("artifacts/explorer/index.html")
@@ -155,6 +155,7 @@ class Built:
     page: Path
     data: dict       # what the page embeds
     out: Path        # scratch folder for probed copies
+    repo: Project    # the project copy, for dvc
 
 
 def floats(b64: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -172,7 +173,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Built:
     status = proj.dvc("status", "explore").stdout
     assert "changed" not in status, status
     return Built(proj.path, page, browser.page_data(page.read_text(encoding="utf-8")),
-                 tmp_path_factory.mktemp("explorer-pages"))
+                 tmp_path_factory.mktemp("explorer-pages"), proj)
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,6 +216,14 @@ def test_page_is_self_contained_and_small(built: Built) -> None:
     ids = [m["id"] for m in built.data["models"]]
     assert ids == ["ae", "vae", "cvae", "beta_2"]  # TINY sweeps beta 2 only
     assert len(built.data["image_index"]) == 1000
+
+
+@pytest.mark.slow
+def test_page_is_byte_reproducible(built: Built) -> None:
+    before = built.page.read_bytes()
+    built.repo.dvc("repro", "-f", "-s", "explore")  # this stage only
+    assert built.page.read_bytes() == before
+    assert "changed" not in built.repo.dvc("status", "explore").stdout
 
 
 @pytest.mark.slow
@@ -352,3 +361,49 @@ def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> Non
     assert k["focused"] and k["after"][0] > k["before"][0] and k["after"][1] > k["before"][1]
     shown(k["canvas"], "cvae", k["after"], targets["digit"])
     assert r["frames"] > 5
+
+
+@pytest.mark.slow
+def test_page_is_keyboard_operable(built: Built) -> None:
+    """Real key presses (DevTools Input events): tab order, model picker, digits, cursor, beta, pick."""
+    state = "(function () { var S = explorer.state(); return {model: S.model.id, digit: S.digit, " \
+            "cursor: S.cursor.slice(), picks: S.picks.length, focus: document.activeElement.id || " \
+            "document.activeElement.name}; })()"
+    after_frame = "new Promise(function (r) { requestAnimationFrame(function () { r(%s); }); })" % state
+    with browser.Browser() as chromium:
+        chromium.open(built.page.as_uri())
+        assert chromium.evaluate(SETTLE) is True
+        order = []
+        for _ in range(6):
+            chromium.press("Tab")
+            order.append(chromium.evaluate("document.activeElement.id"))
+        assert order == ["model", "beta", "plane", "pad", "random", "clear"]  # digits: disabled for the AE
+
+        chromium.evaluate("document.getElementById('model').focus()")
+        chromium.press("ArrowDown")
+        chromium.press("ArrowDown")
+        assert chromium.evaluate(state)["model"] == "cvae"
+        chromium.press("Tab")
+        chromium.press("Tab")  # the digit picker, enabled for the conditional VAE
+        chromium.press("ArrowRight")
+        s = chromium.evaluate(state)
+        assert s["focus"] == "digit" and s["digit"] == 1
+
+        chromium.evaluate("document.getElementById('plane').focus()")
+        before = chromium.evaluate(state)["cursor"]
+        chromium.press("ArrowRight")
+        chromium.press("ArrowUp")
+        s = chromium.evaluate(after_frame)
+        assert s["cursor"][0] > before[0] and s["cursor"][1] > before[1]
+        shown = chromium.evaluate("Array.from(explorer.state().shown)")
+        expected = chromium.evaluate("explorer.decode('cvae', explorer.state().cursor, 1)")
+        assert np.abs(np.array(shown) - np.array(expected)).max() == 0  # drawn for the moved cursor
+        chromium.press("Enter")
+        assert chromium.evaluate(state)["picks"] == 1
+
+        chromium.evaluate("explorer.setModel('vae')")
+        view = chromium.evaluate("JSON.stringify(explorer.state().view)")
+        chromium.press("]")  # the next beta, same view
+        assert chromium.evaluate(state)["model"] == "beta_2"
+        assert chromium.evaluate("JSON.stringify(explorer.state().view)") == view
+        assert chromium.console() == []

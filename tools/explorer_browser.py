@@ -141,6 +141,16 @@ class Browser:
             raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    KEYS = {"Tab": 9, "Enter": 13, "ArrowLeft": 37, "ArrowUp": 38, "ArrowRight": 39, "ArrowDown": 40}
+
+    def press(self, key: str) -> None:
+        """A real key press, as the keyboard sends it (Tab moves the focus; text keys type)."""
+        code = self.KEYS.get(key, ord(key.upper()) if len(key) == 1 else 0)
+        text = {"Enter": "\r"}.get(key, key if len(key) == 1 else "")
+        self.call("Input.dispatchKeyEvent", session=True, type="keyDown" if text else "rawKeyDown", key=key,
+                  windowsVirtualKeyCode=code, text=text)
+        self.call("Input.dispatchKeyEvent", session=True, type="keyUp", key=key, windowsVirtualKeyCode=code)
+
     def screenshot(self) -> bytes:
         return base64.b64decode(self.call("Page.captureScreenshot", session=True, format="png")["data"])
 
