@@ -12,6 +12,8 @@ times one decode.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -52,8 +54,9 @@ def main() -> None:
         result = browser.probe(args.page.resolve(), PROBE % args.repeats, Path(tmp))
     if result["errors"]:
         raise SystemExit(f"the page reported errors: {result['errors']}")
-    print(f"{result['ua'].split(' Chrome/')[1].split(' ')[0] if ' Chrome/' in result['ua'] else result['ua']}: "
-          f"Chromium, headless; median of 5 batches of {args.repeats} decodes, {max(1, args.repeats // 4)} encodes")
+    version = re.search(r"Chrome/(\S+)", result["ua"])
+    print(f"Chromium {version.group(1) if version else '?'} headless, {os.cpu_count()} cores; median of 5 batches "
+          f"of {args.repeats} decodes and of {max(1, args.repeats // 4)} encodes")
     print(f"{'model':32} {'decode (ms)':>12} {'encode (ms)':>12}")
     for r in result["results"]:
         print(f"{r['label']:32} {r['decode_ms']:12.4f} {r['encode_ms']:12.4f}")
