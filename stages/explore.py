@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import mnist, params, run
+from stages.lib import StageError, mnist, params, run
 from stages.lib.files import load_npz, write_text
 
 OUT = Path("artifacts/explorer/index.html")
@@ -32,7 +32,7 @@ def main() -> None:
             key = "z_test" if src.kind == "ae" else "z_mean_test"
             stored = load_npz(src.encodings, [key, "y_test"])
             if not np.array_equal(stored["y_test"], y_test):
-                raise ValueError(f"{src.encodings}: y_test differs from data/mnist.npz (rerun dvc repro)")
+                raise StageError(f"{src.encodings}: y_test differs from data/mnist.npz (rerun dvc repro)")
             codes = stored[key]
         else:
             codes = models.encode(encoder, x_test, batch_size=2000)[0]  # z_mean

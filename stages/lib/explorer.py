@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.lib import StageError
+
 TEMPLATE = Path(__file__).with_name("explorer.html")
 PLACEHOLDER = "/*__EXPLORER_DATA__*/null"
 
@@ -57,7 +59,7 @@ def dense(layer) -> dict:
     kernel, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
     activation = layer.activation.__name__
     if activation not in ("relu", "sigmoid", "linear"):
-        raise ValueError(f"layer {layer.name}: activation {activation} is not one the page runs")
+        raise StageError(f"layer {layer.name}: activation {activation} is not one the page runs")
     return {"name": layer.name, "nin": int(kernel.shape[0]), "nout": int(kernel.shape[1]),
             "act": activation, "W": b64(kernel.T, "<f4"), "b": b64(bias, "<f4")}
 
@@ -88,7 +90,7 @@ def extent(codes: np.ndarray, pad: float = 0.05) -> list[float]:
 def model_entry(src: ModelSource, encoder, decoder, codes: np.ndarray) -> dict:
     latent_dim = int(decoder.inputs[0].shape[-1])
     if latent_dim != 2:
-        raise ValueError(f"{src.id}: the explorer draws a 2-D latent plane; the decoder has {latent_dim}")
+        raise StageError(f"{src.id}: the explorer draws a 2-D latent plane; the decoder has {latent_dim}")
     return {"id": src.id, "label": src.label, "kind": src.kind, "beta": src.beta,
             "conditional": src.kind == "cvae", "latent_dim": latent_dim,
             "encoder": encoder_spec(encoder, src.kind), "decoder": decoder_spec(decoder),
