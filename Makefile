@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 TEST_STAMP := $(VENV)/.installed-test-$(shell sha256sum requirements-test.txt | cut -c1-12)
 
-.PHONY: setup setup-test repro test test-fast bench report lock
+.PHONY: setup setup-test repro test test-fast bench report lock explore explorer-screenshot bench-explorer
 
 setup: $(STAMP)
 
@@ -43,6 +43,27 @@ report: setup
 
 bench: setup
 	python -m bench.train_speed
+
+# The latent explorer: one self-contained page, artifacts/explorer/index.html (stage explore).
+# Builds it (and whatever it needs) with dvc, prints its path, opens it where a browser is available.
+explore: setup
+	dvc repro explore
+	@echo "latent explorer: file://$(CURDIR)/artifacts/explorer/index.html"
+	@if command -v xdg-open >/dev/null 2>&1 && [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+		xdg-open artifacts/explorer/index.html >/dev/null 2>&1 || true; fi
+
+# docs/explorer.png for the README: the page at 1280x800 in headless Chromium (< 500 KB). Chromium's
+# pixels change with its version and the CPU, so this is a make target, not a pipeline output.
+explorer-screenshot: setup
+	tools/install-system-deps
+	dvc repro explore
+	python -m tools.explorer_screenshot --page artifacts/explorer/index.html --out docs/explorer.png
+
+# Milliseconds per decode and per encode of every model, in the page's own JavaScript (Chromium).
+bench-explorer: setup
+	tools/install-system-deps
+	dvc repro explore
+	python -m bench.explorer_speed --page artifacts/explorer/index.html
 
 # Re-pin requirements.txt from requirements.in in a scratch venv.
 lock:

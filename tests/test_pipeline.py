@@ -53,7 +53,7 @@ def would_run(project: Project, changes: dict) -> set[str]:
 
 LIKELIHOOD = {"likelihood@vae", "likelihood@cvae", "likelihood@beta_sweep"}
 COMPUTING = {"train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "beta_sweep",
-             "plot_beta_sweep", *LIKELIHOOD, *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate")
+             "plot_beta_sweep", "explore", *LIKELIHOOD, *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate")
                                                 for m in ("ae", "vae", "cvae"))}
 
 
@@ -125,20 +125,21 @@ DIRECT = [
     ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
     ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
     ({"plot": {"histograms": {"bins": 30}}}, {"plot@ae", "plot@vae", "plot@cvae"}),
-    ({"vae": {"beta": 0.5}}, {"train_vae", "plot_beta_sweep"}),
+    ({"vae": {"beta": 0.5}}, {"train_vae", "plot_beta_sweep", "explore"}),  # explore: for its labels
+    ({"cvae": {"beta": 2.0}}, {"train_cvae", "explore"}),
+    ({"explore": {"steps": 12}}, {"explore"}),
     ({"vae": {"epochs": 2}}, {"train_vae", "beta_sweep"}),
     ({"ae": {"epochs": 2}}, {"train_ae"}),
-    ({"cvae": {"beta": 2.0}}, {"train_cvae"}),
     ({"classifier": {"epochs": 2}}, {"train_classifier"}),
     ({"data": {"train_limit": 900}}, {"train_ae", "train_vae", "train_cvae", "train_classifier", "beta_sweep"}),
     ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae"}),
     ({"generate": {"cvae": {"digit": 3}}}, {"generate@cvae", "plot@cvae"}),
     ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "beta_sweep"}),
     ({"evaluate": {"knn_k": 3}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae"}),
-    ({"beta_sweep": {"betas": [2, 4]}}, {"beta_sweep"}),
+    ({"beta_sweep": {"betas": [2, 4]}}, {"beta_sweep", "explore"}),
     ({"fetch": {"timeout": 10}}, {"fetch"}),
     ({"data": {"binarize": "dynamic"}}, {"train_ae", "train_vae", "train_cvae", "beta_sweep",
-                                         "encode@ae", "encode@vae", "encode@cvae", *LIKELIHOOD}),
+                                         "encode@ae", "encode@vae", "encode@cvae", *LIKELIHOOD, "explore"}),
     ({"likelihood": {"images": 50}}, LIKELIHOOD),
     ({"compute": {"portable": False}}, COMPUTING),
 ]

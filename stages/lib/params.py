@@ -167,6 +167,12 @@ class LikelihoodParams(Block):
     grid: LikelihoodGridParams
 
 
+class ExploreParams(Block):
+    images: StrictInt = Field(ge=1, le=10000)         # test images the explorer page carries (random-image button)
+    seed: StrictInt = Field(ge=0)                     # which ones
+    steps: StrictInt = Field(ge=2, le=32)             # decodes in the interpolation strip
+
+
 # --- loading ------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
@@ -297,4 +303,5 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "beta_sweep": BetaSweepParams,
     "generate.cvae": ConditionalGridParams,
     "likelihood": LikelihoodParams,
+    "explore": ExploreParams,
 }

@@ -1,0 +1,51 @@
+"""Stage explore: write artifacts/explorer/index.html, the latent explorer (stages/lib/explorer.py).
+
+One self-contained page holding the AE, the VAE, the conditional VAE and every beta-VAE of the
+sweep: their dense layers, their test-set codes (z, or z_mean) and ``explore.images`` test images.
+The AE, VAE and CVAE codes come from encode@<model>; the sweep's VAEs are encoded here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import StageError, mnist, params, run
+from stages.lib.files import load_npz, write_text
+
+OUT = Path("artifacts/explorer/index.html")
+
+
+def main() -> None:
+    p = params.load("explore", params.ExploreParams)
+    betas = params.load("beta_sweep", params.BetaSweepParams).betas
+    vae_beta = params.load("vae", params.VAEParams).beta      # labels only: "VAE (beta = 1, main)"
+    cvae_beta = params.load("cvae", params.VAEParams).beta
+    from stages.lib import explorer, models, training
+
+    training.seed_everything(0)
+    # The test images as the models saw them: binarized once under data.binarize: dynamic.
+    _, _, x_test, y_test = mnist.load(binarize=params.load("data", params.DataParams).binarize)
+    entries = []
+    for src in explorer.sources(betas, vae_beta, cvae_beta):
+        encoder, decoder = models.load(src.folder / "encoder.keras"), models.load(src.folder / "decoder.keras")
+        if src.encodings is not None:
+            key = "z_test" if src.kind == "ae" else "z_mean_test"
+            stored = load_npz(src.encodings, [key, "y_test"])
+            if not np.array_equal(stored["y_test"], y_test):
+                raise StageError(f"{src.encodings}: y_test differs from data/mnist.npz (rerun dvc repro)")
+            codes = stored[key]
+        else:
+            codes = models.encode(encoder, x_test, batch_size=2000)[0]  # z_mean
+        entries.append(explorer.model_entry(src, encoder, decoder, np.asarray(codes, np.float32)))
+        print(f"explore: {src.label}: {len(codes)} codes")
+    index = explorer.image_subset(len(x_test), p.images, p.seed)
+    images = np.rint(x_test[index] * 255).astype(np.uint8)
+    data = explorer.payload(entries, y_test, images, y_test[index], index, p.steps)
+    page = explorer.render(data)
+    write_text(OUT, page)
+    print(f"explore: wrote {OUT} ({len(page.encode()) / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    run(main)
