@@ -9,6 +9,11 @@ CVAE and classifier (XLA training, convolutions), the encodings, decoded grids a
 qemu-user emulates only the process it starts (a re-exec or a spawned child would run natively),
 so the stages do not go through ``dvc repro`` or ``stages.lib.run`` here: tests/portable_driver.py
 calls their main() one after another in one process, on tiny params and fewer images.
+
+Slow: natively about 2 minutes, but under emulation each XLA training alone takes 4 to 8 minutes
+(XLA compiles its train step under emulation too; measured on a shared, loaded 2-core machine:
+train_ae 485 s, train_cvae 853 s under -cpu Haswell), so the emulated runs, side by side, take
+most of an hour there.
 """
 from __future__ import annotations
 
@@ -48,12 +53,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 def portable_env(base: dict[str, str], project: Path) -> dict[str, str]:
     """The stages' environment with compute.portable true, as ``stages.lib.run`` would set it."""
-    sys.path.insert(0, str(project))
-    try:
-        from stages.lib import compute
-        wanted = compute.environment(True)
-    finally:
-        sys.path.remove(str(project))
+    from stages.lib import compute  # the project copy's compute.py is a copy of this one
+
+    wanted = compute.environment(True)
     assert wanted, "compute.environment(True) sets nothing"
     return {**base, **wanted, "PYTHONPATH": str(project)}
 
