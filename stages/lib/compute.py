@@ -16,13 +16,19 @@ from __future__ import annotations
 import os
 import sys
 
-# Each entry, and why (measured with the qemu test; see README "Reproducibility").
+# Each entry, and why. Measured with tests/test_portable.py's driver on tiny params: natively on an
+# AVX-512 Sapphire Rapids with 2 cores, and under qemu-x86_64 -cpu Haswell / EPYC-Milan (AVX2 only).
 PORTABLE_ENV: dict[str, str] = {
-    # One thread: the split of a reduction over threads otherwise changes the sum's order.
+    # One thread: the split of a reduction over threads otherwise changes the sum's order
+    # (without these two, the trained VAE's weights moved by ~1e-7 on the same 2-core machine).
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
-    # XLA's CPU code: no FMA contraction chosen per CPU model (max ISA AVX), no run-time
-    # dispatched dot libraries (YNNPACK, XNNPACK), no CPU-dependent fast math, one thread.
+    # XLA's CPU code (the train steps). Without max ISA AVX, LLVM vectorises for the CPU it runs
+    # on (AVX-512 here) and contracts to FMA: the VAE's weights and history differ. Without the
+    # empty YNNPACK fusion type, XLA hands dots to YNNPACK, which dispatches per CPU: weights,
+    # history and metrics differ. Without multi_thread_eigen=false, XLA's own thread pool splits
+    # the dots: weights differ. XNNPACK and platform-dependent math changed nothing here when
+    # left out (this XLA does not use them for these models); they stay off against a new default.
     "XLA_FLAGS": " ".join([
         "--xla_cpu_max_isa=AVX",
         "--xla_cpu_experimental_ynn_fusion_type=",
@@ -34,9 +40,14 @@ PORTABLE_ENV: dict[str, str] = {
     # which picks kernels per CPU even with its graph rewrites off: cap it at AVX2.
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    # numpy dispatches float64 log/exp and friends to AVX-512 where present: only up to AVX2/FMA.
+    # numpy dispatches float64 log, exp, log1p, expm1 to AVX-512 code where present (on this
+    # machine each differs in some last bits from the AVX2 code a Haswell or Zen 3 runs; the
+    # entropies in evaluation.json take a log). numpy 2.4's names for the AVX-512 groups,
+    # accepted silently also on a CPU that lacks them (checked under qemu -cpu Haswell).
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    # OpenBLAS (numpy's matrix products) picks its kernels per CPU: fix them to Haswell's, one thread.
+    # OpenBLAS (numpy's matrix products) picks its kernels per CPU: 784-wide float32 and float64
+    # products differ between its Sapphire Rapids and Haswell kernels (Zen uses Haswell's), and
+    # float32 ones between 1 and 2 threads. Fix them to Haswell's, one thread.
     "OPENBLAS_CORETYPE": "Haswell",
     "OPENBLAS_NUM_THREADS": "1",
 }

@@ -1,0 +1,60 @@
+"""Run the computing stages' main() one after another in ONE process (tests/test_portable.py).
+
+    python tests/portable_driver.py [STEP ...]        (cwd: a project copy with data/mnist.npz)
+
+One process, because under qemu-user importing TensorFlow alone takes about 40 s, and because
+qemu emulates only the process it starts: a re-exec (``compute.apply``) or a spawned child
+would run natively. So this calls each stage's main(), not ``stages.lib.run``: the caller sets
+the compute environment (``compute.environment(portable)``) before starting this process.
+
+STEP is a stage module, with its model argument after a colon (``encode:vae``); the default
+is every stage that computes with numpy or TensorFlow, in dependency order.
+
+To keep emulation to minutes, ``mnist.load`` hands every stage at most data.train_limit
+training images (encode asks for all 60000) and the first $PORTABLE_TEST_IMAGES test images
+(default 500): the same computations on fewer rows.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+from stages.lib import mnist, params
+
+STEPS = [
+    "train_ae", "train_vae", "train_cvae", "train_classifier",
+    "encode:ae", "encode:vae", "encode:cvae",
+    "generate:ae", "generate:vae", "generate:cvae",
+    "evaluate:ae", "evaluate:vae", "evaluate:cvae",
+    "beta_sweep", "plot:vae", "plot_samples",
+]
+
+
+def fewer_images() -> None:
+    """Make ``mnist.load`` return at most data.train_limit training and $PORTABLE_TEST_IMAGES test images."""
+    load = mnist.load
+    n_train = params.load("data", params.DataParams).train_limit
+    n_test = int(os.environ.get("PORTABLE_TEST_IMAGES", "500"))
+
+    def small_load(path="data/mnist.npz", train_limit=None):
+        x_train, y_train, x_test, y_test = load(path, min(train_limit or n_train, n_train))
+        return x_train, y_train, x_test[:n_test], y_test[:n_test]
+
+    mnist.load = small_load
+
+
+def main(steps: list[str]) -> None:
+    fewer_images()
+    for step in steps:
+        module, _, arg = step.partition(":")
+        stage = importlib.import_module(f"stages.{module}")
+        sys.argv = [f"stages/{module}.py", *([arg] if arg else [])]
+        start = time.perf_counter()
+        stage.main()
+        print(f"portable_driver: {step} done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or STEPS)
