@@ -38,16 +38,39 @@ def fewer_images() -> None:
     n_train = params.load("data", params.DataParams).train_limit
     n_test = int(os.environ.get("PORTABLE_TEST_IMAGES", "500"))
 
-    def small_load(path="data/mnist.npz", train_limit=None):
-        x_train, y_train, x_test, y_test = load(path, min(train_limit or n_train, n_train))
+    def small_load(path="data/mnist.npz", train_limit=None, binarize="none"):
+        x_train, y_train, x_test, y_test = load(path, min(train_limit or n_train, n_train), binarize)
         return x_train, y_train, x_test[:n_test], y_test[:n_test]
 
     mnist.load = small_load
 
 
+def numpy_math() -> None:
+    """The numpy computations the stages make (evaluate's entropies, kNN and latent statistics; the
+    likelihood's float64 log, exp, log1p and wide products), on fixed seeded inputs."""
+    import numpy as np
+
+    from stages.lib import files, metrics
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784))
+    codes, labels = rng.standard_normal((400, 2)).astype(np.float32), rng.integers(0, 10, 400)
+    probabilities = rng.dirichlet(np.ones(10), 500).astype(np.float32)
+    files.write_npz("artifacts/numpy_math.npz", {
+        "log": np.log(x), "exp": np.exp(-30 * x), "log1p": np.log1p(-x * 0.999), "dot64": x @ x.T,
+        "dot32": x.astype(np.float32) @ x.T.astype(np.float32)})
+    files.write_json("artifacts/numpy_math.json", {
+        "scores": metrics.generation_scores(probabilities, 0.5),
+        "knn": metrics.knn_accuracy(codes[:300], labels[:300], codes[300:], labels[300:], 5),
+        "latent": metrics.latent_statistics(codes, labels)}, digits=None)
+
+
 def main(steps: list[str]) -> None:
     fewer_images()
     for step in steps:
+        if step == "numpy_math":
+            numpy_math()
+            continue
         module, _, arg = step.partition(":")
         stage = importlib.import_module(f"stages.{module}")
         sys.argv = [f"stages/{module}.py", *([arg] if arg else [])]

@@ -37,11 +37,7 @@ PORTABLE_ENV: dict[str, str] = {
         "--xla_cpu_multi_thread_eigen=false",
     ]),
     # TensorFlow's own matmuls and convolutions (predict outside XLA) go through oneDNN,
-    # which picks kernels per CPU even with its graph rewrites off: cap it at AVX2. Left out,
-    # either changes the predictions natively (and the cap also the XLA-trained VAE).
-    # Known gaps (test_portable), with all of this recipe, natively vs -cpu Haswell: the non-XLA
-    # paths still differ: train_classifier's weights by ~6e-8, and predict outside XLA by 1 ulp
-    # in a few values (encode@cvae, generate@ae's manifold). Candidate fix: run them under XLA.
+    # which picks kernels per CPU even with its graph rewrites off: cap it at AVX2.
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     # numpy dispatches float64 log, exp, log1p, expm1 to AVX-512 code where present (on this
