@@ -177,7 +177,7 @@ def test_elbo_iwae_and_quadrature_are_ordered(trained: dict, kind: str) -> None:
     from stages import likelihood as stage
     from stages.lib import params
 
-    p = params.parse(LIKELIHOOD, params.LikelihoodParams, "likelihood")
+    p = params.LikelihoodParams.model_validate(LIKELIHOOD)
     r = stage.evaluate(trained["dir"] / kind, kind == "cvae", trained["x"], trained["y"], p, kind)
     # The stage's -ELBO is the training's, up to the one sample of z per image.
     assert r["test_neg_elbo"] == pytest.approx(trained["metrics"][kind]["test_neg_elbo"], abs=1.0)

@@ -37,11 +37,15 @@ def declared_images(project: Path) -> list[str]:
     names: list[str] = []
     for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
         items, body = (stage["foreach"], stage["do"]) if "foreach" in stage else ([None], stage)
-        assert isinstance(items, list), "declared_images resolves list foreach only"
-        for item in items:
+        # A list foreach names ${item}; a mapping one names ${key} (its values are ${item}.<field>).
+        keys = list(items) if isinstance(items, dict) else items
+        for item in keys:
             for entry in body.get("plots") or []:
                 name = entry if isinstance(entry, str) else next(iter(entry))
-                names.append(name.replace("${item}", str(item)) if item is not None else name)
+                if item is not None:
+                    name = name.replace("${key}" if isinstance(items, dict) else "${item}", str(item))
+                assert "${" not in name, f"unresolved template in {name}"
+                names.append(name)
     assert not (yaml.safe_load((project / "dvc.yaml").read_text()).get("plots")), "top-level plots are gone"
     return [n for n in names if n.endswith(".png")]
 
