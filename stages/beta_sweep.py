@@ -18,15 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import mnist, params, run
+from stages.lib import SWEEP_MODELS, mnist, params, run, sweep_name
 from stages.lib.files import json_text, write_text
 
 OUT = Path("artifacts/beta_sweep")
-
-
-def name(beta: float) -> str:
-    """beta_0.5, beta_2, beta_8: the key of one beta in file names and metrics."""
-    return f"beta_{beta:g}"
 
 
 def train_one(beta: float, models_dir: Path) -> dict:
@@ -40,7 +35,7 @@ def train_one(beta: float, models_dir: Path) -> dict:
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     training.seed_everything(p.seed)  # as train_vae does: vae.beta in the sweep gives the very same model
     model = models.build("vae", p.latent_dim, p.hidden, beta=beta, seed=p.seed)
-    training.fit(model, x_train, x_test, p, f"beta_sweep ({name(beta)})", binarize=data.binarize)
+    training.fit(model, x_train, x_test, p, f"beta_sweep ({sweep_name(beta)})", binarize=data.binarize)
     test = training.evaluate(model, x_test)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
@@ -48,8 +43,8 @@ def train_one(beta: float, models_dir: Path) -> dict:
     result = {"beta": beta, "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
               "test_neg_elbo": test["reconstruction"] + test["kl"],
               "samples": metrics.generation_scores(probabilities, e.threshold)}
-    models.save(model.encoder, models_dir / name(beta) / "encoder.keras")
-    models.save(model.decoder, models_dir / name(beta) / "decoder.keras")
+    models.save(model.encoder, models_dir / sweep_name(beta) / "encoder.keras")
+    models.save(model.decoder, models_dir / sweep_name(beta) / "decoder.keras")
     return result
 
 
@@ -64,7 +59,7 @@ def main() -> None:
     params.load("vae", params.VAEParams), params.load("evaluate", params.EvaluateParams)  # fail before training
 
     # Models go to a fresh folder that replaces the old one only once every beta succeeded.
-    final, staging = OUT / "models", OUT / ".models.tmp"
+    final, staging = SWEEP_MODELS, OUT / ".models.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         n = workers(len(betas), portable)
@@ -74,7 +69,7 @@ def main() -> None:
             with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
                 results = list(pool.map(train_one, betas, [staging] * len(betas)))
         # Checked (a NaN is a StageError naming the file and the key) before the models are replaced.
-        metrics = json_text({name(r["beta"]): r for r in results}, name=OUT / "metrics.json")
+        metrics = json_text({sweep_name(r["beta"]): r for r in results}, name=OUT / "metrics.json")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
     finally:

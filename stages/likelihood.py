@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from stages.lib import StageError, mnist, params, run
+from stages.lib import SWEEP_MODELS, StageError, mnist, params, run, sweep_beta
 from stages.lib.files import write_json
 
 ITEMS = ("vae", "cvae", "beta_sweep")
-SWEEP_MODELS = Path("artifacts/beta_sweep/models")
 PAIRS_PER_CALL = 32768     # (image, z) pairs decoded per call into TensorFlow for the IWAE
 GRID_CHUNK = 4096          # grid points per matrix product
 
@@ -159,7 +158,7 @@ def sweep_dirs(root: Path = SWEEP_MODELS) -> list[Path]:
     dirs = [d for d in root.glob("beta_*") if (d / "decoder.keras").exists()]
     if not dirs:
         raise StageError(f"likelihood: no models in {root} (run: dvc repro beta_sweep)")
-    return sorted(dirs, key=lambda d: float(d.name.removeprefix("beta_")))
+    return sorted(dirs, key=lambda d: sweep_beta(d.name))
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from stages.lib import params, plotting, run
+from stages.lib import params, plotting, run, sweep_name
 
 
 def sweep_points(vae_beta: float, root: Path = Path("artifacts")) -> list[dict]:
@@ -20,7 +20,7 @@ def sweep_points(vae_beta: float, root: Path = Path("artifacts")) -> list[dict]:
     Each point's ``likelihood`` is its block of likelihood.json (stage likelihood@<item>).
     """
     likelihood = json.loads((root / "beta_sweep/likelihood.json").read_text())
-    points = {r["beta"]: dict(r, main=False, likelihood=likelihood[f"beta_{r['beta']:g}"])
+    points = {r["beta"]: dict(r, main=False, likelihood=likelihood[sweep_name(r["beta"])])
               for r in json.loads((root / "beta_sweep/metrics.json").read_text()).values()}
     vae = json.loads((root / "vae/metrics.json").read_text())
     evaluation = json.loads((root / "vae/evaluation.json").read_text())

@@ -117,7 +117,7 @@ def test_evaluate_cvae_conditions_on_each_digit_and_scores_it(stage_dir: Path, m
 def test_evaluate_with_a_nan_is_one_error_line_naming_file_and_key(stage_dir: Path, monkeypatch) -> None:
     """A NaN training code (a diverged encoder) reaches the latent statistics: one clear line."""
     from stages import evaluate as stage
-    from stages.lib import files, run
+    from stages.lib import files, run, sweep_name
 
     path = Path("artifacts/vae/encodings.npz")
     saved = path.read_bytes()
@@ -201,7 +201,7 @@ def test_compare_fails_loudly_on_a_missing_key(compare_inputs: Path, capsys) -> 
 
 def test_beta_sweep_nan_is_one_error_line_and_keeps_the_old_models(stage_dir: Path, monkeypatch) -> None:
     from stages import beta_sweep
-    from stages.lib import files, run
+    from stages.lib import files, run, sweep_name
 
     p = yaml.safe_load(Path("params.yaml").read_text())
     p["beta_sweep"]["betas"] = [2]
@@ -211,7 +211,7 @@ def test_beta_sweep_nan_is_one_error_line_and_keeps_the_old_models(stage_dir: Pa
     files.write_json("artifacts/beta_sweep/metrics.json", {"beta_2": {"test_kl": 1.0}})
 
     def train_one(beta: float, models_dir: Path) -> dict:
-        files.write_text(models_dir / beta_sweep.name(beta) / "encoder.keras", "new model")
+        files.write_text(models_dir / sweep_name(beta) / "encoder.keras", "new model")
         return {"beta": beta, "test_reconstruction": 100.0, "test_kl": float("nan"), "test_neg_elbo": float("nan"),
                 "samples": {"recognisable_share": 0.5}}
 

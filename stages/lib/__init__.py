@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -25,6 +26,20 @@ def run(main: Callable[[], None], compute: bool = True) -> None:
 
 
 MODELS = ("ae", "vae", "cvae")
+
+# The beta sweep's models (stage beta_sweep), read by the likelihood and explore stages:
+# SWEEP_MODELS / sweep_name(beta) / {encoder,decoder}.keras.
+SWEEP_MODELS = Path("artifacts/beta_sweep/models")
+
+
+def sweep_name(beta: float) -> str:
+    """beta_0.5, beta_2, beta_8: one beta of the sweep, in folder names and metrics keys."""
+    return f"beta_{beta:g}"
+
+
+def sweep_beta(name: str) -> float:
+    """The beta of a sweep_name."""
+    return float(name.removeprefix("beta_"))
 
 
 def model_arg(argv: list[str] | None = None) -> str:

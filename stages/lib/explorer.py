@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import StageError
+from stages.lib import SWEEP_MODELS, StageError, sweep_name
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 PLACEHOLDER = "/*__EXPLORER_DATA__*/null"
@@ -44,9 +44,8 @@ def sources(betas: tuple[float, ...], main_beta: float, cvae_beta: float) -> lis
            ModelSource("cvae", f"Conditional VAE (β = {cvae_beta:g})", "cvae", cvae_beta, art / "cvae",
                        art / "cvae" / "encodings.npz")]
     for beta in sorted(set(betas)):
-        name = f"beta_{beta:g}"
-        out.append(ModelSource(name, f"β-VAE (β = {beta:g})", "vae", beta,
-                               art / "beta_sweep" / "models" / name, None))
+        out.append(ModelSource(sweep_name(beta), f"β-VAE (β = {beta:g})", "vae", beta,
+                               SWEEP_MODELS / sweep_name(beta), None))
     return out
 
 
