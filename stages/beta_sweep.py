@@ -39,7 +39,7 @@ def train_one(beta: float, models_dir: Path) -> dict:
     test = training.evaluate(model, x_test)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
-    probabilities = classifier.predict(models.decode(model.decoder, z), batch_size=2000, verbose=0)
+    probabilities = models.predict(classifier, models.decode(model.decoder, z))
     result = {"beta": beta, "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
               "test_neg_elbo": test["reconstruction"] + test["kl"],
               "samples": metrics.generation_scores(probabilities, e.threshold)}

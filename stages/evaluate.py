@@ -40,7 +40,7 @@ def main() -> None:
     decoder = models.load(out / "decoder.keras")
 
     def probabilities(images: np.ndarray) -> np.ndarray:
-        return classifier.predict(images, batch_size=2000, verbose=0)
+        return models.predict(classifier, images)
 
     grid = np.load(out / "manifold.npy", allow_pickle=False)
     z = sample_latent(kind, enc[f"{point}_train"], p.n_samples, np.random.default_rng(p.seed))

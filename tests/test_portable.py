@@ -1,9 +1,9 @@
 """compute.portable: the same bytes on an AVX-512 CPU and on emulated AVX2-only ones.
 
-The portable part of the stages' computations runs natively (here an AVX-512 Sapphire Rapids, or
+Every kind of computation the stages make runs natively (here an AVX-512 Sapphire Rapids, or
 whatever CI has) and under qemu-user emulating an AVX2-only AMD Zen 3 (EPYC-Milan) and an Intel
 Haswell, with the environment of ``compute.environment(True)``; every output file must agree byte
-for byte. What runs is STEPS below: not every stage is portable yet (see there and the README).
+for byte. What runs is STEPS below.
 
 qemu-user emulates only the process it starts (a re-exec or a spawned child would run natively),
 so the stages do not go through ``dvc repro`` or ``stages.lib.run`` here: tests/portable_driver.py
@@ -32,18 +32,27 @@ pytestmark = pytest.mark.slow
 QEMU = shutil.which("qemu-x86_64")
 CPUS = ["native", "EPYC-Milan", "Haswell"]  # Zen 3 and Haswell: AVX2 and FMA, no AVX-512
 DRIVER = ROOT / "tests" / "portable_driver.py"
-# TINY, and smaller still: under emulation TensorFlow computes about 12 times slower.
-PARAMS = deep_update(copy.deepcopy(TINY), {"data": {"train_limit": 512}, "evaluate": {"n_samples": 200}})
-# What holds today, and what the test runs under emulation: the XLA training of the VAE
-# (dense layers, the Sampling layer, Adam), its encoder's predictions, and the numpy maths of the
-# evaluation and likelihood stages. NOT yet portable (so not run here; README, Reproducibility):
-# TensorFlow's non-XLA paths, i.e. train_classifier's convolutions (weights differ by ~6e-8 under
-# -cpu Haswell) and some predict calls outside XLA (1 ulp in a few values of encode@cvae and
-# generate@ae's manifold). Under emulation each XLA training costs minutes (XLA compiles there
-# too), so one training stands for the three models' identical code path.
-STEPS = ["train_vae", "encode:vae", "numpy_math"]
-EXPECTED = [f"artifacts/vae/{f}" for f in ("encoder.keras", "decoder.keras", "metrics.json", "history.tsv",
-                                           "encodings.npz")] + ["artifacts/numpy_math.npz", "artifacts/numpy_math.json"]
+# TINY, and smaller still: under emulation TensorFlow computes 10 to 50 times slower, and XLA
+# compiles there too (each compiled function costs tens of seconds). The VAE's latent grid keeps
+# its 41 x 41 = 1681 points: predictions of that many rows went through Eigen, blocked by the
+# CPU's cache sizes, before the recipe routed them to XLA's own matrix products.
+PARAMS = deep_update(copy.deepcopy(TINY), {
+    "data": {"train_limit": 512}, "evaluate": {"n_samples": 200},
+    "likelihood": {"images": 20, "iwae_k": [1, 10], "grid": {"points": 21, "tolerance": 50.0}}})
+# Every kind of computation the stages make, each once: XLA training of the dense models (the
+# VAE: dense layers, the Sampling layer, Adam) and of the classifier; XLA predictions of
+# encoders, decoders and the classifier (encode, generate, evaluate); the likelihood's XLA
+# functions and float64 numpy; evaluate's kNN, entropies and latent statistics; matplotlib's
+# figures (plot); and numpy's own maths on fixed inputs (numpy_math). The AE, the CVAE and the
+# beta sweep run the same code paths with other shapes.
+STEPS = ["train_vae", "train_classifier", "encode:vae", "generate:vae", "evaluate:vae", "likelihood:vae",
+         "plot:vae", "numpy_math"]
+EXPECTED = [f"artifacts/vae/{f}" for f in (
+    "encoder.keras", "decoder.keras", "metrics.json", "history.tsv", "encodings.npz", "manifold.npy",
+    "generated.npy", "evaluation.json", "likelihood.json", "latent_scatter.png", "latent_histograms.png",
+    "training_curves.png", "manifold.png", "generated.png")] + [
+    "artifacts/classifier/model.keras", "artifacts/classifier/metrics.json",
+    "artifacts/numpy_math.npz", "artifacts/numpy_math.json"]
 
 
 def digests(folder: Path) -> dict[str, str]:

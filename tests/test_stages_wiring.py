@@ -110,7 +110,7 @@ def test_evaluate_cvae_conditions_on_each_digit_and_scores_it(stage_dir: Path, m
     # The share of samples the classifier labels as their conditioning digit, recomputed here.
     classifier = models.load("artifacts/classifier/model.keras")
     decoder = models.load("artifacts/cvae/decoder.keras")
-    predicted = classifier.predict(models.decode(decoder, z, labels), verbose=0).argmax(axis=1)
+    predicted = models.predict(classifier, models.decode(decoder, z, labels)).argmax(axis=1)
     assert result["conditional_accuracy"] == pytest.approx((predicted == labels).mean(), abs=1e-4)
 
 

@@ -109,7 +109,7 @@ def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Pat
 
     judge = models.build_classifier()
     judge.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    judge.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    judge.fit(x, y, epochs=3, batch_size=64, verbose=0)
     assert judge.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] > 0.9
 
     decoder = keras.saving.load_model(tmp_path / "cvae/decoder.keras", safe_mode=True)

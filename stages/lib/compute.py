@@ -29,12 +29,17 @@ PORTABLE_ENV: dict[str, str] = {
     # history and metrics differ. Without multi_thread_eigen=false, XLA's own thread pool splits
     # the dots: weights differ. XNNPACK and platform-dependent math changed nothing here when
     # left out (this XLA does not use them for these models); they stay off against a new default.
+    # The LLVM IR GEMM option: XLA otherwise hands large matrix products to Eigen, whose blocking
+    # follows the cache sizes the CPU reports; predictions of 1681 rows, the CVAE's encoder and the
+    # classifier's predictions differed under -cpu Haswell without it (XLA's own GEMM is the code
+    # LLVM emits under max_isa, the same on every CPU).
     "XLA_FLAGS": " ".join([
         "--xla_cpu_max_isa=AVX",
         "--xla_cpu_experimental_ynn_fusion_type=",
         "--xla_cpu_use_xnnpack=false",
         "--xla_cpu_enable_platform_dependent_math=false",
         "--xla_cpu_multi_thread_eigen=false",
+        "--xla_backend_extra_options=xla_force_enable_experimental_llvm_ir_gemm",
     ]),
     # TensorFlow's own matmuls and convolutions (predict outside XLA) go through oneDNN,
     # which picks kernels per CPU even with its graph rewrites off: cap it at AVX2.

@@ -6,11 +6,10 @@ steps per call into TensorFlow, and evaluation in large batches.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
@@ -63,28 +62,6 @@ def _binarize_batch(batch: Any, seed: tf.Tensor) -> Any:
     return (drawn, *batch[1:]) if isinstance(batch, tuple) else drawn
 
 
-@contextlib.contextmanager
-def xla_allowed() -> Iterator[None]:
-    """Let Keras compile with XLA although op determinism is on.
-
-    Keras declines XLA whenever op determinism is enabled, because some XLA *GPU*
-    kernels are not deterministic. On the CPU XLA is deterministic (the tests
-    check the trained models byte for byte), and with several steps per call it
-    makes an epoch about 1.7 times faster (README, Speed). So compile with
-    determinism briefly off;
-    on a GPU the caller does not ask for XLA.
-    """
-    from tensorflow.python.framework import config  # disable_op_determinism is not exported
-
-    was_on = config.is_op_determinism_enabled()
-    config.disable_op_determinism()
-    try:
-        yield
-    finally:
-        if was_on:
-            tf.config.experimental.enable_op_determinism()
-
-
 def as_vectors(data: Any) -> Any:
     """Images (n, 28, 28), or an (images, labels) tuple, with the images as the models' pixel vectors."""
     if isinstance(data, tuple):
@@ -94,9 +71,9 @@ def as_vectors(data: Any) -> Any:
 
 def compile_fast(model: models.AE, learning_rate: float) -> None:
     """Adam, the train step compiled with XLA (on the CPU), STEPS_PER_EXECUTION steps per call."""
-    with xla_allowed():
+    with models.xla_allowed():
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
-                      jit_compile=not tf.config.list_physical_devices("GPU"))
+                      jit_compile=models.use_xla())
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
