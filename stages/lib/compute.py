@@ -30,9 +30,9 @@ PORTABLE_ENV: dict[str, str] = {
     # the dots: weights differ. XNNPACK and platform-dependent math changed nothing here when
     # left out (this XLA does not use them for these models); they stay off against a new default.
     # The LLVM IR GEMM option: XLA otherwise hands large matrix products to Eigen, whose blocking
-    # follows the cache sizes the CPU reports; predictions of 1681 rows, the CVAE's encoder and the
-    # classifier's predictions differed under -cpu Haswell without it (XLA's own GEMM is the code
-    # LLVM emits under max_isa, the same on every CPU).
+    # follows the cache sizes the CPU reports (our reading of the sources); without it the decoded
+    # 1681-point grid, the CVAE's encodings and a CNN's predictions differed under -cpu Haswell.
+    # XLA's own GEMM is code LLVM emits under max_isa, the same on every CPU; it costs ~1.3x per epoch.
     "XLA_FLAGS": " ".join([
         "--xla_cpu_max_isa=AVX",
         "--xla_cpu_experimental_ynn_fusion_type=",
@@ -41,8 +41,9 @@ PORTABLE_ENV: dict[str, str] = {
         "--xla_cpu_multi_thread_eigen=false",
         "--xla_backend_extra_options=xla_force_enable_experimental_llvm_ir_gemm",
     ]),
-    # TensorFlow's own matmuls and convolutions (predict outside XLA) go through oneDNN,
-    # which picks kernels per CPU even with its graph rewrites off: cap it at AVX2.
+    # oneDNN picks kernels per CPU even with its graph rewrites off: cap it at AVX2. All the
+    # arithmetic runs in XLA now, yet without these two the VAE's and the classifier's weights
+    # still differed under -cpu Haswell: some TensorFlow work outside XLA reaches oneDNN.
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     # numpy dispatches float64 log, exp, log1p, expm1 to AVX-512 code where present (on this
