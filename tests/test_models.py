@@ -111,10 +111,12 @@ def test_shapes(kind: str) -> None:
     direct = model.encoder([flat, label] if kind == "cvae" else flat)
     via_encode = models.encode(model.encoder, images, labels)
     first = (lambda c: c) if kind == "ae" else (lambda c: c[0])  # AE: z; VAE: z_mean (no sampling)
-    np.testing.assert_allclose(first(via_encode), np.asarray(first(direct)), rtol=1e-6)
+    # encode/decode compute with XLA (models.predict), the direct calls with TensorFlow's eager
+    # kernels: the same maths summed in another order, so float32 rounding apart.
+    np.testing.assert_allclose(first(via_encode), np.asarray(first(direct)), rtol=1e-5, atol=1e-6)
     decoded = models.decode(model.decoder, z, labels)
     assert decoded.shape == (3, 28, 28)
-    np.testing.assert_allclose(decoded[1], np.asarray(out[1]).reshape(28, 28), rtol=1e-6)
+    np.testing.assert_allclose(decoded[1], np.asarray(out[1]).reshape(28, 28), rtol=1e-5, atol=1e-6)
     assert [layer.units for layer in model.encoder.layers if hasattr(layer, "units")][:2] == [128, 16]
     assert [layer.units for layer in model.decoder.layers if hasattr(layer, "units")] == [16, 128, 784]
 
