@@ -47,6 +47,8 @@ def test_tile_puts_row_zero_on_top() -> None:
 class CoordinateDecoder:
     """Stands in for a Keras decoder: an image filled with 100*x + y of its latent point."""
 
+    jit_compile = True  # as models.predict leaves a Keras model on the CPU: it sets nothing here
+
     def predict(self, z: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
         return np.broadcast_to((100 * z[:, 0] + z[:, 1])[:, None, None], (len(z), 28, 28)).copy()
 
