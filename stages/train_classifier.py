@@ -11,19 +11,14 @@ OUT = Path("artifacts/classifier")
 def main() -> None:
     p = params.load("classifier", params.ClassifierParams)
     limit = params.load("data", params.DataParams).train_limit
-    import keras
-
     from stages.lib import models, training
     from stages.lib.files import atomic_folder, json_text, write_text
 
     x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
     training.seed_everything(p.seed)
     model = models.build_classifier()
-    # XLA on the CPU, as the other trainings: with compute.portable, the same bytes on every CPU.
-    with models.xla_allowed():
-        model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=models.use_xla(),
-                      steps_per_execution=training.STEPS_PER_EXECUTION)
+    # Compiled as the other trainings (XLA on the CPU): with compute.portable, the same bytes on every CPU.
+    training.compile_fast(model, p.learning_rate, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(training.dataset((x_train, y_train), p.batch_size, shuffle_seed=p.seed), epochs=p.epochs,
               shuffle=False, verbose=2)
     test = model.evaluate(training.dataset((x_test, y_test), training.EVAL_BATCH_SIZE), return_dict=True,

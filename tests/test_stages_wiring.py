@@ -117,7 +117,7 @@ def test_evaluate_cvae_conditions_on_each_digit_and_scores_it(stage_dir: Path, m
 def test_evaluate_with_a_nan_is_one_error_line_naming_file_and_key(stage_dir: Path, monkeypatch) -> None:
     """A NaN training code (a diverged encoder) reaches the latent statistics: one clear line."""
     from stages import evaluate as stage
-    from stages.lib import files, run, sweep_name
+    from stages.lib import files, run
 
     path = Path("artifacts/vae/encodings.npz")
     saved = path.read_bytes()

@@ -69,11 +69,14 @@ def as_vectors(data: Any) -> Any:
     return models.flatten(data)
 
 
-def compile_fast(model: models.AE, learning_rate: float) -> None:
-    """Adam, the train step compiled with XLA (on the CPU), STEPS_PER_EXECUTION steps per call."""
+def compile_fast(model: keras.Model, learning_rate: float, **compile_args: Any) -> None:
+    """Adam, the train step compiled with XLA (on the CPU), STEPS_PER_EXECUTION steps per call.
+
+    ``compile_args`` (loss, metrics) serve a model without its own train_step: the classifier.
+    """
     with models.xla_allowed():
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
-                      jit_compile=models.use_xla())
+                      jit_compile=models.use_xla(), **compile_args)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
