@@ -100,12 +100,12 @@ def train_vae(x_train, x_test, epochs: int) -> dict[str, float]:
 
 
 def project_model(kind: str, x_train, x_test, epochs: int, seed: int) -> dict[str, float]:
-    from stages.lib import training
+    from stages.lib import compute, training
     from stages.lib.params import VAEParams
 
     p = VAEParams(latent_dim=2, hidden=(128, 16), epochs=epochs, batch_size=128, learning_rate=0.001,
                   seed=seed, beta=1.0)
-    training.seed_everything(seed)
+    compute.seed_everything(seed)
     model = models.build(kind, p.latent_dim, p.hidden, beta=p.beta, seed=seed)
     training.fit(model, x_train, x_test, p, f"project {kind}")
     test = training.evaluate(model, x_test)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from bench.notebook_reference import notebook_ae
-from stages.lib import mnist, models, training
+from stages.lib import compute, mnist, models, training
 
 
 class Lockstep(keras.callbacks.Callback):
@@ -55,7 +55,7 @@ def main() -> None:
 
     x_train, _, x_test, _ = mnist.load()
 
-    training.seed_everything(0)
+    compute.seed_everything(0)
     project = models.build("ae", 2, (128, 16))
     training.compile_fast(project, 0.001)
     train = training.dataset(training.as_vectors(x_train), 128, shuffle_seed=0)

@@ -18,22 +18,29 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import SWEEP_MODELS, mnist, params, run, sweep_name
+from stages.lib import mnist, params, run
 from stages.lib.files import json_text, write_text
+from stages.lib.sweep import SWEEP_MODELS, sweep_name
 
 OUT = Path("artifacts/beta_sweep")
+# What the sweep reads of vae (every setting but beta, which it replaces) and of evaluate (not
+# knn_k): exactly its params in dvc.yaml, so that a vae.beta edit does not retrain the sweep.
+VAE_KEYS = ("latent_dim", "hidden", "epochs", "batch_size", "learning_rate", "seed")
+EVALUATE_KEYS = ("n_samples", "seed", "threshold")
 
 
 def train_one(beta: float, models_dir: Path) -> dict:
     """Train and score the VAE for one beta; save its encoder and decoder under ``models_dir``."""
     from stages.lib import metrics, models, training
+    from stages.lib.compute import seed_everything
 
-    # model_copy does not re-validate: beta_sweep.betas has the same bounds as vae.beta.
-    p = params.load("vae", params.VAEParams).model_copy(update={"beta": beta})
-    e = params.load("evaluate", params.EvaluateParams)
+    # model_construct does not re-validate: beta_sweep.betas has the same bounds as vae.beta.
+    p = params.VAEParams.model_construct(**params.load("vae", params.VAEParams, keys=VAE_KEYS).model_dump(),
+                                         beta=beta)
+    e = params.load("evaluate", params.EvaluateParams, keys=EVALUATE_KEYS)
     data = params.load("data", params.DataParams)
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
-    training.seed_everything(p.seed)  # as train_vae does: vae.beta in the sweep gives the very same model
+    seed_everything(p.seed)  # as train@vae does: vae.beta in the sweep gives the very same model
     model = models.build("vae", p.latent_dim, p.hidden, beta=beta, seed=p.seed)
     training.fit(model, x_train, x_test, p, f"beta_sweep ({sweep_name(beta)})", binarize=data.binarize)
     test = training.evaluate(model, x_test)
@@ -56,7 +63,8 @@ def workers(n_betas: int, portable: bool) -> int:
 def main() -> None:
     betas = params.load("beta_sweep", params.BetaSweepParams).betas
     portable = params.load("compute", params.ComputeParams).portable
-    params.load("vae", params.VAEParams), params.load("evaluate", params.EvaluateParams)  # fail before training
+    params.load("vae", params.VAEParams, keys=VAE_KEYS)  # fail before training
+    params.load("evaluate", params.EvaluateParams, keys=EVALUATE_KEYS)
 
     # Models go to a fresh folder that replaces the old one only once every beta succeeded.
     final, staging = SWEEP_MODELS, OUT / ".models.tmp"

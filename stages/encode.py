@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import mnist, model_arg, params, run
+from stages.lib import MODELS, mnist, params, run
 from stages.lib.files import write_npz
 
 BATCH = 2000
@@ -24,12 +24,12 @@ def encode(kind: str, encoder, x: np.ndarray, y: np.ndarray) -> dict[str, np.nda
     return dict(zip(("z_mean", "z_log_var", "z"), out))
 
 
-def main() -> None:
-    kind = model_arg()
-    from stages.lib import models, training
+def main(kind: str) -> None:
+    binarize = params.load("data", params.DataParams, keys=("binarize",)).binarize
+    from stages.lib import models
+    from stages.lib.compute import seed_everything
 
-    training.seed_everything(0)  # deterministic ops; the sampling seed comes with the encoder
-    binarize = params.load("data", params.DataParams).binarize
+    seed_everything(0)  # deterministic ops; the sampling seed comes with the encoder
     x_train, y_train, x_test, y_test = mnist.load(binarize=binarize)
     if binarize == "dynamic":  # the training codes of one fixed draw; the test set comes binarized
         x_train = mnist.binarized(x_train, mnist.TRAIN_BINARIZATION_SEED)
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, choices=MODELS)

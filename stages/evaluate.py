@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import metrics, model_arg, params, run
+from stages.lib import MODELS, metrics, params, run
 from stages.lib.files import load_npz, write_json
 
 
@@ -27,12 +27,12 @@ def sample_latent(kind: str, train_codes: np.ndarray, n: int, rng: np.random.Gen
     return rng.standard_normal((n, train_codes.shape[1])).astype(np.float32)
 
 
-def main() -> None:
-    kind = model_arg()
+def main(kind: str) -> None:
     p = params.load("evaluate", params.EvaluateParams)
-    from stages.lib import models, training
+    from stages.lib import models
+    from stages.lib.compute import seed_everything
 
-    training.seed_everything(p.seed)
+    seed_everything(p.seed)
     out = Path("artifacts", kind)
     point = "z" if kind == "ae" else "z_mean"  # a VAE's code for an image is its mean
     enc = load_npz(out / "encodings.npz", [f"{point}_train", f"{point}_test", "z_train", "y_train", "y_test"])
@@ -59,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, choices=MODELS)

@@ -19,13 +19,15 @@ OUT = Path("artifacts/explorer/index.html")
 def main() -> None:
     p = params.load("explore", params.ExploreParams)
     betas = params.load("beta_sweep", params.BetaSweepParams).betas
-    vae_beta = params.load("vae", params.VAEParams).beta      # labels only: "VAE (beta = 1, main)"
-    cvae_beta = params.load("cvae", params.VAEParams).beta
-    from stages.lib import explorer, models, training
+    vae_beta = params.load("vae", params.VAEParams, keys=("beta",)).beta      # labels only: "VAE (beta = 1, main)"
+    cvae_beta = params.load("cvae", params.VAEParams, keys=("beta",)).beta
+    binarize = params.load("data", params.DataParams, keys=("binarize",)).binarize
+    from stages.lib import explorer, models
+    from stages.lib.compute import seed_everything
 
-    training.seed_everything(0)
+    seed_everything(0)
     # The test images as the models saw them: binarized once under data.binarize: dynamic.
-    _, _, x_test, y_test = mnist.load(binarize=params.load("data", params.DataParams).binarize)
+    _, _, x_test, y_test = mnist.load(binarize=binarize)
     entries = []
     for src in explorer.sources(betas, vae_beta, cvae_beta):
         encoder, decoder = models.load(src.folder / "encoder.keras"), models.load(src.folder / "decoder.keras")

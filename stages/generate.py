@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import StageError, model_arg, params, run
+from stages.lib import MODELS, StageError, params, run
 from stages.lib.files import write_npy
-from stages.lib.plotting import latent_grid
+from stages.lib.grid import latent_grid
 
 
-def main() -> None:
-    kind = model_arg()
+def main(kind: str) -> None:
     g = params.load(f"generate.{kind}", params.ConditionalGridParams if kind == "cvae" else params.GridParams)
     from stages.lib import models
 
@@ -53,4 +52,4 @@ def decode_grid(decoder, grid_x: np.ndarray, grid_y: np.ndarray, digit: int | No
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, choices=MODELS)

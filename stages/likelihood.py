@@ -21,14 +21,14 @@ Fails (StageError) when the two grids differ by more than grid.tolerance nats.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stages.lib import SWEEP_MODELS, StageError, mnist, params, run, sweep_beta
+from stages.lib import StageError, mnist, params, run
+from stages.lib.sweep import SWEEP_MODELS, sweep_beta
 from stages.lib.files import write_json
 
 ITEMS = ("vae", "cvae", "beta_sweep")
@@ -161,14 +161,10 @@ def sweep_dirs(root: Path = SWEEP_MODELS) -> list[Path]:
     return sorted(dirs, key=lambda d: sweep_beta(d.name))
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    if len(args) != 1 or args[0] not in ITEMS:
-        raise StageError(f"expected one argument, one of {list(ITEMS)}; got {args}")
-    item = args[0]
+def main(item: str) -> None:
     p = params.load("likelihood", params.LikelihoodParams)
     # Binarized test images under data.binarize: dynamic; the entropy floor is then 0.
-    _, _, x_test, y_test = mnist.load(binarize=params.load("data", params.DataParams).binarize)
+    _, _, x_test, y_test = mnist.load(binarize=params.load("data", params.DataParams, keys=("binarize",)).binarize)
     x = x_test.reshape(len(x_test), -1)
     if item == "beta_sweep":
         result = {d.name: evaluate(d, False, x, y_test, p, d.name) for d in sweep_dirs()}
@@ -178,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, choices=ITEMS)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import model_arg, params, plotting, run
+from stages.lib import MODELS, params, plotting, run
 from stages.lib.files import load_npz
+from stages.lib.grid import latent_grid
 
 TITLES = {"ae": "AE", "vae": "VAE", "cvae": "Conditional VAE"}
 
 
-def main() -> None:
-    kind = model_arg()
-    p = params.load("plot", params.PlotParams)
+def main(kind: str) -> None:
+    p = params.load("plot", params.PlotParams, keys=("dpi", "style", "scatter", "histograms"))
     g = params.load(f"generate.{kind}", params.ConditionalGridParams if kind == "cvae" else params.GridParams)
     out = Path("artifacts", kind)
     name = TITLES[kind]
@@ -38,7 +38,7 @@ def main() -> None:
                   out / "training_curves.png", p.dpi)
 
     decoded = np.load(out / "manifold.npy", allow_pickle=False)
-    grid_x, grid_y = plotting.latent_grid(g.x[0], g.x[1], g.y[0], g.y[1], g.step)
+    grid_x, grid_y = latent_grid(g.x[0], g.x[1], g.y[0], g.y[1], g.step)
     of_digit = f" for digit {g.digit}" if kind == "cvae" else ""
     plotting.save(plotting.manifold(decoded, grid_x, grid_y, f"{name}: decoded latent grid{of_digit}", p.dpi),
                   out / "manifold.png", p.dpi)
@@ -49,5 +49,6 @@ def main() -> None:
                               title=f"{name}: random decodes ({how})")
     plotting.save(fig, out / "generated.png", p.dpi)
 
+
 if __name__ == "__main__":
-    run(main)
+    run(main, choices=MODELS)

@@ -1,7 +1,7 @@
 """Stage plot_beta_sweep: the beta-VAE trade-off (artifacts/beta_sweep.png).
 
 The points: every beta of the sweep (artifacts/beta_sweep/metrics.json) and the main VAE,
-trained by train_vae with vae.beta and scored by evaluate@vae the same way. When vae.beta is
+trained by train@vae with vae.beta and scored by evaluate@vae the same way. When vae.beta is
 also in the sweep, its point is drawn once.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from stages.lib import params, plotting, run, sweep_name
+from stages.lib import params, plotting, run
+from stages.lib.sweep import sweep_name
 
 
 def sweep_points(vae_beta: float, root: Path = Path("artifacts")) -> list[dict]:
@@ -35,8 +36,8 @@ def largest_k(likelihood: dict) -> int:
 
 
 def main() -> None:
-    p = params.load("plot", params.PlotParams)
-    points = sweep_points(params.load("vae", params.VAEParams).beta)
+    p = params.load("plot", params.PlotParams, keys=("dpi", "style"))
+    points = sweep_points(params.load("vae", params.VAEParams, keys=("beta",)).beta)
     plotting.style(p.style)
     fig, (rd, reg, nll) = plt.subplots(1, 3, figsize=(16, 4.2))
     rd.plot([r["test_kl"] for r in points], [r["test_reconstruction"] for r in points], "o-")

@@ -10,7 +10,7 @@ from stages.lib.files import load_npz
 
 
 def main() -> None:
-    p = params.load("plot", params.PlotParams)
+    p = params.load("plot", params.PlotParams, keys=("dpi", "style", "samples"))
     plotting.style(p.style)
     x = load_npz("data/mnist.npz", ["x_train"])["x_train"]
     rng = np.random.default_rng(p.samples.seed)

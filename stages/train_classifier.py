@@ -10,12 +10,13 @@ OUT = Path("artifacts/classifier")
 
 def main() -> None:
     p = params.load("classifier", params.ClassifierParams)
-    limit = params.load("data", params.DataParams).train_limit
+    limit = params.load("data", params.DataParams, keys=("train_limit",)).train_limit
     from stages.lib import models, training
+    from stages.lib.compute import seed_everything
     from stages.lib.files import atomic_folder, json_text, write_text
 
     x_train, y_train, x_test, y_test = mnist.load(train_limit=limit)
-    training.seed_everything(p.seed)
+    seed_everything(p.seed)
     model = models.build_classifier()
     # Compiled as the other trainings (XLA on the CPU): with compute.portable, the same bytes on every CPU.
     training.compile_fast(model, p.learning_rate, loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -7,7 +7,7 @@ qemu emulates only the process it starts: a re-exec (``compute.apply``) or a spa
 would run natively. So this calls each stage's main(), not ``stages.lib.run``: the caller sets
 the compute environment (``compute.environment(portable)``) before starting this process.
 
-STEP is a stage module, with its model argument after a colon (``encode:vae``); the default
+STEP is a stage module, with its argument after a colon (``train:vae``, ``encode:vae``); the default
 is every stage that computes with numpy or TensorFlow, in dependency order.
 
 To keep emulation to minutes, ``mnist.load`` hands every stage at most data.train_limit
@@ -24,7 +24,7 @@ import time
 from stages.lib import mnist, params
 
 STEPS = [
-    "train_ae", "train_vae", "train_cvae", "train_classifier",
+    "train:ae", "train:vae", "train:cvae", "train_classifier",
     "encode:ae", "encode:vae", "encode:cvae",
     "generate:ae", "generate:vae", "generate:cvae",
     "evaluate:ae", "evaluate:vae", "evaluate:cvae",
@@ -73,9 +73,8 @@ def main(steps: list[str]) -> None:
             continue
         module, _, arg = step.partition(":")
         stage = importlib.import_module(f"stages.{module}")
-        sys.argv = [f"stages/{module}.py", *([arg] if arg else [])]
         start = time.perf_counter()
-        stage.main()
+        stage.main(*([arg] if arg else []))
         print(f"portable_driver: {step} done in {time.perf_counter() - start:.1f} s", flush=True)
 
 

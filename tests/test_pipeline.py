@@ -52,7 +52,7 @@ def would_run(project: Project, changes: dict) -> set[str]:
 
 
 LIKELIHOOD = {"likelihood@vae", "likelihood@cvae", "likelihood@beta_sweep"}
-COMPUTING = {"train_ae", "train_vae", "train_cvae", "train_classifier", "plot_samples", "beta_sweep",
+COMPUTING = {"train@ae", "train@vae", "train@cvae", "train_classifier", "plot_samples", "beta_sweep",
              "plot_beta_sweep", "explore", *LIKELIHOOD, *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate")
                                                 for m in ("ae", "vae", "cvae"))}
 
@@ -125,20 +125,20 @@ DIRECT = [
     ({"plot": {"dpi": 80}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
     ({"plot": {"samples": {"seed": 1}}}, {"plot_samples"}),
     ({"plot": {"histograms": {"bins": 30}}}, {"plot@ae", "plot@vae", "plot@cvae"}),
-    ({"vae": {"beta": 0.5}}, {"train_vae", "plot_beta_sweep", "explore"}),  # explore: for its labels
-    ({"cvae": {"beta": 2.0}}, {"train_cvae", "explore"}),
+    ({"vae": {"beta": 0.5}}, {"train@vae", "plot_beta_sweep", "explore"}),  # explore: for its labels
+    ({"cvae": {"beta": 2.0}}, {"train@cvae", "explore"}),
     ({"explore": {"steps": 12}}, {"explore"}),
-    ({"vae": {"epochs": 2}}, {"train_vae", "beta_sweep"}),
-    ({"ae": {"epochs": 2}}, {"train_ae"}),
+    ({"vae": {"epochs": 2}}, {"train@vae", "beta_sweep"}),
+    ({"ae": {"epochs": 2}}, {"train@ae"}),
     ({"classifier": {"epochs": 2}}, {"train_classifier"}),
-    ({"data": {"train_limit": 900}}, {"train_ae", "train_vae", "train_cvae", "train_classifier", "beta_sweep"}),
+    ({"data": {"train_limit": 900}}, {"train@ae", "train@vae", "train@cvae", "train_classifier", "beta_sweep"}),
     ({"generate": {"vae": {"step": 0.2}}}, {"generate@vae", "plot@vae"}),
     ({"generate": {"cvae": {"digit": 3}}}, {"generate@cvae", "plot@cvae"}),
     ({"evaluate": {"threshold": 0.8}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae", "beta_sweep"}),
     ({"evaluate": {"knn_k": 3}}, {"evaluate@ae", "evaluate@vae", "evaluate@cvae"}),
     ({"beta_sweep": {"betas": [2, 4]}}, {"beta_sweep", "explore"}),
     ({"fetch": {"timeout": 10}}, {"fetch"}),
-    ({"data": {"binarize": "dynamic"}}, {"train_ae", "train_vae", "train_cvae", "beta_sweep",
+    ({"data": {"binarize": "dynamic"}}, {"train@ae", "train@vae", "train@cvae", "beta_sweep",
                                          "encode@ae", "encode@vae", "encode@cvae", *LIKELIHOOD, "explore"}),
     ({"likelihood": {"images": 50}}, LIKELIHOOD),
     ({"compute": {"portable": False}}, COMPUTING),
@@ -167,8 +167,8 @@ def test_experiment_with_another_beta_changes_only_the_vae(tmp_path: Path, tmp_p
     before = {m: (own.path / f"artifacts/{m}/metrics.json").read_text() for m in ("ae", "vae")}
     out = own.dvc("exp", "run", "-S", "vae.beta=2").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert "train_vae" in ran and "evaluate@vae" in ran
-    assert not [s for s in ran if s == "train_ae" or s.endswith("@ae")]
+    assert "train@vae" in ran and "evaluate@vae" in ran
+    assert not [s for s in ran if s.endswith("@ae")]
     assert "fetch" not in ran and "beta_sweep" not in ran
     assert (own.path / "artifacts/ae/metrics.json").read_text() == before["ae"]
     assert (own.path / "artifacts/vae/metrics.json").read_text() != before["vae"]

@@ -8,6 +8,7 @@ from PIL import Image
 
 from stages.generate import decode_grid
 from stages.lib import plotting
+from stages.lib.grid import latent_grid
 
 
 def synthetic_codes(n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +55,7 @@ class CoordinateDecoder:
 
 
 def test_decoded_grid_has_highest_y_on_top_and_lowest_x_left() -> None:
-    grid_x, grid_y = plotting.latent_grid(-2, 2, -1, 1, 1)
+    grid_x, grid_y = latent_grid(-2, 2, -1, 1, 1)
     np.testing.assert_allclose(grid_x, [-2, -1, 0, 1, 2])
     np.testing.assert_allclose(grid_y, [1, 0, -1])
     decoded = decode_grid(CoordinateDecoder(), grid_x, grid_y)
@@ -67,9 +68,9 @@ def test_decoded_grid_has_highest_y_on_top_and_lowest_x_left() -> None:
 
 
 def test_notebook_grid_sizes() -> None:
-    gx, gy = plotting.latent_grid(-20, 20, -20, 20, 1)
+    gx, gy = latent_grid(-20, 20, -20, 20, 1)
     assert len(gx) == len(gy) == 41
-    gx, gy = plotting.latent_grid(-2, 2, -2, 2, 0.1)
+    gx, gy = latent_grid(-2, 2, -2, 2, 0.1)
     assert len(gx) == len(gy) == 41 and gy[0] == 2 and gy[-1] == -2
 
 
@@ -80,7 +81,7 @@ def test_noisy_image_grids_stay_under_500_kb(tmp_path: Path) -> None:
     for dpi in (100, 200):
         plotting.save(plotting.image_grid(rng.random((200, 28, 28)), 10, 20, dpi, title="t"),
                       tmp_path / f"grid{dpi}.png", dpi)
-        gx, gy = plotting.latent_grid(-20, 20, -20, 20, 1)
+        gx, gy = latent_grid(-20, 20, -20, 20, 1)
         plotting.save(plotting.manifold(rng.random((41, 41, 28, 28)), gx, gy, "t", dpi),
                       tmp_path / f"manifold{dpi}.png", dpi)
     for png in tmp_path.glob("*.png"):

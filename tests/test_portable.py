@@ -45,7 +45,7 @@ PARAMS = deep_update(copy.deepcopy(TINY), {
 # functions and float64 numpy; evaluate's kNN, entropies and latent statistics; matplotlib's
 # figures (plot); and numpy's own maths on fixed inputs (numpy_math). The AE, the CVAE and the
 # beta sweep run the same code paths with other shapes.
-STEPS = ["train_vae", "train_classifier", "encode:vae", "generate:vae", "evaluate:vae", "likelihood:vae",
+STEPS = ["train:vae", "train_classifier", "encode:vae", "generate:vae", "evaluate:vae", "likelihood:vae",
          "plot:vae", "numpy_math"]
 EXPECTED = [f"artifacts/vae/{f}" for f in (
     "encoder.keras", "decoder.keras", "metrics.json", "history.tsv", "encodings.npz", "manifold.npy",

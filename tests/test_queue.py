@@ -95,7 +95,7 @@ def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
     assert most_at_once == 2, most_at_once
     idle = {f"stages.{f.stem}" for f in (proj.path / "stages").glob("*.py") if "compute=False" in f.read_text()}
     computing = {(module, value) for module, value in threads.values() if module not in idle}
-    assert ("stages.train_vae", "1") in computing and {v for _, v in computing} == {"1"}, threads
+    assert ("stages.train", "1") in computing and {v for _, v in computing} == {"1"}, threads
 
     exps = experiments(proj)
     assert len(exps) == 3, list(exps)

@@ -55,7 +55,7 @@ def tiny(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Pa
 @pytest.mark.parametrize("change, affected", [
     # A training param: the VAE and the sweep (which takes every vae setting but beta), and downstream.
     ({"vae": {"learning_rate": 0.002}},
-     {"train_vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "likelihood@vae", "beta_sweep",
+     {"train@vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "likelihood@vae", "beta_sweep",
       "likelihood@beta_sweep", "plot_beta_sweep", "explore"}),
     # A plot param: every figure.
     ({"plot": {"dpi": 81}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
@@ -87,6 +87,6 @@ def test_a_failing_edit_then_its_revert_restores_everything_without_running(tiny
     tiny.git("checkout", "params.yaml")
     back = tiny.dvc("repro").stdout
     assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
-    assert "train_ae" in restored(back), back
+    assert "train@ae" in restored(back), back
     assert snapshot(tiny) == before
     assert tiny.git("status", "--porcelain").stdout == ""

@@ -75,7 +75,7 @@ def evaluate(kind: str, monkeypatch) -> tuple[dict, list]:
 
     monkeypatch.setattr(models, "decode", spy)
     monkeypatch.setattr(sys, "argv", ["evaluate", kind])
-    stage.main()
+    stage.main(kind)
     return json.loads(Path("artifacts", kind, "evaluation.json").read_text()), calls
 
 
@@ -130,7 +130,7 @@ def test_evaluate_with_a_nan_is_one_error_line_naming_file_and_key(stage_dir: Pa
         files.write_npz(path, codes)
         monkeypatch.setattr(sys, "argv", ["evaluate", "vae"])
         with pytest.raises(SystemExit) as info:
-            run(stage.main, compute=False)
+            run(stage.main, compute=False, choices=("vae",))
     finally:
         files.write_bytes(path, saved)
     message = str(info.value)
@@ -201,7 +201,8 @@ def test_compare_fails_loudly_on_a_missing_key(compare_inputs: Path, capsys) -> 
 
 def test_beta_sweep_nan_is_one_error_line_and_keeps_the_old_models(stage_dir: Path, monkeypatch) -> None:
     from stages import beta_sweep
-    from stages.lib import files, run, sweep_name
+    from stages.lib import files, run
+    from stages.lib.sweep import sweep_name
 
     p = yaml.safe_load(Path("params.yaml").read_text())
     p["beta_sweep"]["betas"] = [2]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.lib import mnist, params, training
+from stages.lib import compute, mnist, params, training
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(data, tmp_path: Pa
     x_train, x_test = data
     x_bad = x_train.copy()
     x_bad[:1000] = np.nan
-    with pytest.raises(training.TrainingError, match=r"train_vae: training diverged at epoch 1 of 3 .*no model"):
+    with pytest.raises(training.TrainingError, match=r"train@vae: training diverged at epoch 1 of 3 .*no model"):
         training.train("vae", P, x_bad, x_test, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -67,7 +67,7 @@ def test_a_non_finite_test_loss_stops_training_with_a_clear_error(tmp_path: Path
     x_train, x_test = tiny_data()
     x_test[3, 5, 5] = np.nan
     with pytest.raises(training.TrainingError,
-                       match=r"train_vae: the test loss became non-finite at epoch 1 of 2 \(.*test_loss=nan.*\) "
+                       match=r"train@vae: the test loss became non-finite at epoch 1 of 2 \(.*test_loss=nan.*\) "
                              r"while the training loss stayed finite; no model was written"):
         training.train("vae", TINY, x_train, x_test, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -85,13 +85,13 @@ def test_a_non_finite_test_loss_in_an_earlier_epoch_is_caught(tmp_path: Path) ->
     x_train, x_test = tiny_data()
     model = models_build()
     with pytest.raises(training.TrainingError, match=r"non-finite at epoch 1 of 2 \(test_loss=inf\)"):
-        training.fit(model, x_train, x_test, TINY, "train_vae", callbacks=[InfiniteFirstTestLoss()])
+        training.fit(model, x_train, x_test, TINY, "train@vae", callbacks=[InfiniteFirstTestLoss()])
 
 
 def models_build():
     from stages.lib import models
 
-    training.seed_everything(0)
+    compute.seed_everything(0)
     return models.build("vae", 2, TINY.hidden, seed=0)
 
 

@@ -59,6 +59,15 @@ PORTABLE_ENV: dict[str, str] = {
 }
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow, and make TensorFlow's ops deterministic (after ``apply``)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def environment(portable: bool) -> dict[str, str]:
     """The environment variables a stage needs for this ``compute.portable`` setting."""
     return dict(PORTABLE_ENV) if portable else {}

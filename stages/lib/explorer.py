@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import SWEEP_MODELS, StageError, sweep_name
+from stages.lib import StageError
+from stages.lib.sweep import SWEEP_MODELS, sweep_name
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 PLACEHOLDER = "/*__EXPLORER_DATA__*/null"

@@ -7,13 +7,14 @@ fills a tuple. Errors name the file, the dotted key, the value and what is allow
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, ValidationError, ValidationInfo, field_validator)
+                      StrictStr, ValidationError, ValidationInfo, create_model, field_validator)
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML, YAMLError
 
@@ -194,17 +195,36 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
-def load(block: str, schema: type[M], path: str | Path = PARAMS_FILE) -> M:
-    """Validate ``params.yaml``'s ``block`` (dots reach into nested blocks) against ``schema``."""
+def load(block: str, schema: type[M], path: str | Path = PARAMS_FILE, *, keys: tuple[str, ...] | None = None) -> M:
+    """Validate ``params.yaml``'s ``block`` (dots reach into nested blocks) against ``schema``.
+
+    ``keys``: only these keys of the block, for a stage that reads (and declares in dvc.yaml) only
+    them; the others are neither required nor checked, so a bad value there fails only the stages
+    that read it, which are the ones an edit of it reruns. The result has just these attributes.
+    """
     data: Any = read_params(path)
     for part in block.split("."):
         if not isinstance(data, dict) or part not in data:
             raise ParamsError(f"{path}: missing block '{block}'")
         data = data[part]
+    if keys is not None:
+        schema = _subset(schema, tuple(keys))
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k in keys}
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise ParamsError("\n".join(f"{path}: {line}" for line in _messages(exc, schema, block))) from None
+
+
+@functools.cache
+def _subset(schema: type[M], keys: tuple[str, ...]) -> type[M]:
+    """``schema`` with only ``keys``, each field as declared there (type, bounds, strictness)."""
+    unknown = [k for k in keys if k not in schema.model_fields]
+    if unknown:
+        raise ValueError(f"{schema.__name__} has no field(s) {unknown}")
+    fields: dict[str, Any] = {k: (schema.model_fields[k].annotation, schema.model_fields[k]) for k in keys}
+    return create_model(f"{schema.__name__}[{', '.join(keys)}]", __base__=Block, **fields)
 
 
 # --- error messages -----------------------------------------------------------

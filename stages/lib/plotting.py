@@ -117,13 +117,6 @@ def image_grid(images: np.ndarray, nrows: int, ncols: int, dpi: int, title: str 
     return fig
 
 
-def latent_grid(x0: float, x1: float, y0: float, y1: float, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """Grid coordinates as in the notebook: x ascending, y descending (the highest y at the top)."""
-    nx = round((x1 - x0) / step) + 1
-    ny = round((y1 - y0) / step) + 1
-    return np.linspace(x0, x1, nx), np.linspace(y1, y0, ny)
-
-
 def tile(images: np.ndarray) -> np.ndarray:
     """(ny, nx, h, w) -> one (ny*h, nx*w) image, row iy at the top for iy = 0."""
     ny, nx, h, w = images.shape

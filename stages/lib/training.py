@@ -1,4 +1,4 @@
-"""Training and evaluation shared by the train_* stages: seeding, input pipeline, fit, outputs.
+"""Training and evaluation shared by the training stages (train@<model>, train_classifier, beta_sweep): seeding, input pipeline, fit, outputs.
 
 The fast setup (measured by ``make bench``, see README): float32 pixel vectors
 in a ``tf.data`` pipeline built once, the train step compiled with XLA, several
@@ -9,14 +9,17 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import keras
 import tensorflow as tf
 
 from stages.lib import StageError, models
+from stages.lib.compute import seed_everything
 from stages.lib.files import atomic_folder, json_text, tsv_text, write_text
-from stages.lib.params import TrainParams
+
+if TYPE_CHECKING:  # a type only: params.py holds no computation (tests/test_map.py)
+    from stages.lib.params import TrainParams
 
 STEPS_PER_EXECUTION = 64   # train steps per call into TensorFlow; amortises Python overhead
 EVAL_BATCH_SIZE = 2000     # evaluation needs no small batches
@@ -30,12 +33,6 @@ NO_AUTOTUNE.autotune.enabled = False
 
 class TrainingError(StageError):
     """Training diverged; no model was written."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow, and make TensorFlow's ops deterministic."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def dataset(data: Any, batch_size: int, shuffle_seed: int | None = None,
@@ -161,7 +158,7 @@ def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: P
     """
     seed_everything(p.seed)
     model = models.build(kind, p.latent_dim, p.hidden, beta=getattr(p, "beta", 1.0), seed=p.seed)
-    history = fit(model, train_data, test_data, p, f"train_{kind}", binarize=binarize)
+    history = fit(model, train_data, test_data, p, f"train@{kind}", binarize=binarize)
     test = evaluate(model, test_data)
     metrics = {"test_reconstruction": test["reconstruction"]}
     if kind != "ae":
