@@ -1,6 +1,7 @@
 """The notebook's own training against the project's, on our data, scored with our test metrics.
 
     python -m bench.notebook_reference [--epochs 50] [--seeds 0 1 2] [--models ae vae] [--out FILE]
+    python -m bench.notebook_reference --time-only [--epochs 50]    (the notebook's two trainings, timed)
 
 Trains the AE and the VAE as the notebook does (float64 inputs, Adam, batch 128,
 the AE on Keras' mean binary cross-entropy, the VAE with the notebook's train_step:
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import keras
 import numpy as np
@@ -83,17 +85,21 @@ def train_ae(x_train, x_test, epochs: int) -> float:
     return float(np.mean(models.reconstruction_loss(x_test.astype(np.float32), decoded)))
 
 
-def train_vae(x_train, x_test, epochs: int) -> dict[str, float]:
+def notebook_vae() -> NotebookVAE:
+    """The notebook's VAE: encoder with the Sampling layer, the decoder, its train_step (also timed by make bench)."""
     image = keras.Input(shape=(28, 28))
     h = layers.Dense(16, activation="relu")(layers.Dense(128, activation="relu")(layers.Flatten()(image)))
     z_mean, z_log_var = layers.Dense(2)(h), layers.Dense(2)(h)
     encoder = keras.Model(image, [z_mean, z_log_var, NotebookSampling()([z_mean, z_log_var])])
-    decoder = notebook_decoder()
-    vae = NotebookVAE(encoder, decoder)
+    return NotebookVAE(encoder, notebook_decoder())
+
+
+def train_vae(x_train, x_test, epochs: int) -> dict[str, float]:
+    vae = notebook_vae()
     vae.compile(optimizer=keras.optimizers.Adam())
     vae.fit(x_train, x_train, epochs=epochs, batch_size=128, verbose=2)
-    z_mean, z_log_var, z = encoder.predict(x_test, batch_size=2000, verbose=0)
-    decoded = decoder.predict(z, batch_size=2000, verbose=0)
+    z_mean, z_log_var, z = vae.encoder.predict(x_test, batch_size=2000, verbose=0)
+    decoded = vae.decoder.predict(z, batch_size=2000, verbose=0)
     reconstruction = float(np.mean(models.reconstruction_loss(x_test.astype(np.float32), decoded)))
     kl = float(np.mean(models.kl_divergence(z_mean, z_log_var)))
     return {"test_reconstruction": reconstruction, "test_kl": kl, "test_neg_elbo": reconstruction + kl}
@@ -115,15 +121,39 @@ def project_model(kind: str, x_train, x_test, epochs: int, seed: int) -> dict[st
             "test_neg_elbo": test["reconstruction"] + test["kl"]}
 
 
+def time_only(kinds: list[str], x_train, x_test, epochs: int) -> None:
+    """The notebook's trainings as the notebook runs them (fit only: no scoring), timed."""
+    total = 0.0
+    for kind in kinds:
+        keras.utils.set_random_seed(0)
+        start = time.perf_counter()
+        if kind == "ae":
+            ae = notebook_ae()
+            ae.compile(optimizer="adam", loss="binary_crossentropy")
+            ae.fit(x_train, x_train, epochs=epochs, batch_size=128, validation_data=(x_test, x_test), verbose=0)
+        else:
+            vae = notebook_vae()
+            vae.compile(optimizer=keras.optimizers.Adam())
+            vae.fit(x_train, x_train, epochs=epochs, batch_size=128, verbose=0)
+        seconds = time.perf_counter() - start
+        total += seconds
+        print(f"notebook {kind}: {epochs} epochs in {seconds:.1f} s ({seconds / epochs:.2f} s/epoch)", flush=True)
+    print(f"notebook trainings ({' + '.join(kinds)}): {total:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--models", nargs="+", choices=["ae", "vae"], default=["ae", "vae"])
     parser.add_argument("--out", default="notebook_reference.json")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only train the notebook's models, once each (seed 0), and print their wall times")
     args = parser.parse_args()
     x32, _, x_test32, _ = mnist.load()
     x_train, x_test = x32.astype(np.float64), x_test32.astype(np.float64)  # the notebook's / 255.0
+    if args.time_only:
+        return time_only(args.models, x_train, x_test, args.epochs)
     notebook = {"ae": lambda: {"test_reconstruction": train_ae(x_train, x_test, args.epochs)},
                 "vae": lambda: train_vae(x_train, x_test, args.epochs)}
     result: dict = {"epochs": args.epochs, "runs": []}

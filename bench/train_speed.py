@@ -1,91 +1,168 @@
-"""Seconds per AE training epoch: the notebook's plain setup against the project's, in one run.
+"""Seconds per training epoch: the notebook's code, the project in its default mode and in its fast mode.
 
-    python -m bench.train_speed [--epochs 8]
+    python -m bench.train_speed [--epochs 8] [--model ae|vae]      (make bench)
 
-Baseline, as in the notebook: one ``model.fit`` on float64 arrays (uint8 / 255.0), batch 128,
-Keras' mean binary cross-entropy, validation on the test set every epoch.
-Project: the pipeline's setup (``training.compile_fast`` and ``training.dataset``: float32 pixel
-vectors in tf.data, XLA, several steps per call, large evaluation
-batches), same batch size.
+Three setups, each in its own process, because TensorFlow, XLA and oneDNN read their settings
+from the environment once, when they load:
+  notebook  the notebook's own code: one ``model.fit`` on float64 arrays (uint8 / 255.0), batch
+            128, Keras' mean binary cross-entropy, TensorFlow's defaults (bench/notebook_reference.py)
+  default   the project as ``dvc repro`` trains, ``compute.portable: true`` (stages/lib/compute.py)
+  fast      the same code with ``compute.portable: false`` (each library's fastest kernels, all cores)
+All train on the 60 000 training images at batch 128 with the test set evaluated after every epoch
+(the notebook's VAE has no validation, so with --model vae the notebook does less work per epoch).
 
-The machines here are shared and their speed drifts by 2x within minutes, so the two run in
-lockstep: after each notebook epoch (timed by a callback, validation included), the project
-trains one epoch, timed the same way. The speed-up is the median of these adjacent pairs'
-ratios; the first pair (tracing and compiling) is excluded. Calling ``fit`` once per epoch
-costs the project a little (a new epoch iterator each time), so the ratio is, if anything,
-understated. Losses are printed in nats per image (BCE summed over the 784 pixels).
+The machines here are shared and their speed drifts within minutes, so the three run in lockstep:
+each process runs its own single ``fit`` and waits at the start of every epoch until this one lets
+it go; epoch e runs in one setup after the other (the order rotating), never two at once. Each ratio
+is the median, over epochs, of the ratio of the two setups' times in that same epoch; the first
+epoch (tracing and compiling) is excluded. Losses are in nats per image.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
-from typing import Callable
+from pathlib import Path
 
-import keras
-import numpy as np
-
-from bench.notebook_reference import notebook_ae
-from stages.lib import compute, mnist, models, training
+SETUPS = ("notebook", "default", "fast")
 
 
-class Lockstep(keras.callbacks.Callback):
-    """Times each notebook epoch, then runs and times one project epoch right after it."""
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo gives it: model name, family/model/stepping (a virtual machine's name
+    may be generic) and the widest vector ISA, which decides the fast mode's kernels."""
+    info: dict[str, str] = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+        if not line.strip():
+            break
+    flags = info.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2+FMA" if {"avx2", "fma"} <= set(flags) else "no AVX2"
+    return (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model "
+            f"{info.get('model', '?')} stepping {info.get('stepping', '?')}, {isa})")
 
-    def __init__(self, project_epoch: Callable[[int], None]):
-        super().__init__()
-        self.project_epoch = project_epoch
-        self.notebook: list[float] = []
-        self.project: list[float] = []
 
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self.start = time.perf_counter()
+# --- a worker: one setup, one process ------------------------------------------------------------
 
-    def on_epoch_end(self, epoch, logs=None) -> None:  # after the notebook's validation
-        self.notebook.append(time.perf_counter() - self.start)
-        start = time.perf_counter()
-        self.project_epoch(epoch)
-        self.project.append(time.perf_counter() - start)
+def worker(setup: str, model: str, epochs: int) -> None:
+    """Train one setup, epoch by epoch as the coordinator (on stdin/stdout) allows."""
+    from stages.lib import compute
+
+    if setup != "notebook":
+        compute.apply(setup == "default")  # re-executes this worker with the settings, as a stage would
+    import keras
+    import numpy as np
+
+    from stages.lib import mnist, models
+
+    class Gate(keras.callbacks.Callback):
+        """Waits for "go" before each epoch; reports the epoch's time (validation included) after it."""
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            sys.stdin.readline()
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            seconds = time.perf_counter() - self.start
+            scale = models.N_PIXELS if setup == "notebook" and model == "ae" else 1  # Keras' mean BCE
+            print(json.dumps({"seconds": seconds, "loss": logs["loss"] * scale,
+                              "test_loss": logs.get("val_loss", float("nan")) * scale}), flush=True)
+
+    x_train, _, x_test, _ = mnist.load()
+    if setup == "notebook":
+        from bench import notebook_reference as nb
+
+        keras.utils.set_random_seed(0)
+        x64, xt64 = x_train.astype(np.float64), x_test.astype(np.float64)  # the notebook's / 255.0
+        if model == "ae":
+            net = nb.notebook_ae()
+            net.compile(optimizer="adam", loss="binary_crossentropy")
+            fit = lambda cb: net.fit(x64, x64, epochs=epochs, batch_size=128, validation_data=(xt64, xt64),  # noqa: E731
+                                     callbacks=cb, verbose=0)
+        else:
+            net = nb.notebook_vae()
+            net.compile(optimizer=keras.optimizers.Adam())
+            fit = lambda cb: net.fit(x64, x64, epochs=epochs, batch_size=128, callbacks=cb, verbose=0)  # noqa: E731
+    else:
+        from stages.lib import training
+
+        compute.seed_everything(0)
+        net = models.build(model, 2, (128, 16), seed=0)
+        training.compile_fast(net, 0.001)
+        train = training.dataset(training.as_vectors(x_train), 128, shuffle_seed=0)
+        test = training.dataset(training.as_vectors(x_test), training.EVAL_BATCH_SIZE)
+        fit = lambda cb: net.fit(train, epochs=epochs, validation_data=test, callbacks=cb, verbose=0)  # noqa: E731
+    print(json.dumps({"ready": setup}), flush=True)
+    fit([Gate()])
+
+
+# --- the coordinator -----------------------------------------------------------------------------
+
+def worker_env(setup: str) -> dict[str, str]:
+    """The environment a setup starts with: the notebook and the fast mode without the portable settings."""
+    from stages.lib import compute
+
+    env = {k: v for k, v in os.environ.items() if k not in compute.PORTABLE_ENV}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of each setup (the first pair excluded)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of each setup (the first one excluded)")
+    parser.add_argument("--model", choices=["ae", "vae"], default="ae")
+    parser.add_argument("--worker", choices=SETUPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch, which compiles, is excluded)")
+    if args.worker:
+        return worker(args.worker, args.model, args.epochs)
 
-    x_train, _, x_test, _ = mnist.load()
+    load = os.getloadavg()[0]
+    procs = {s: subprocess.Popen([sys.executable, "-m", "bench.train_speed", "--worker", s, "--epochs",
+                                  str(args.epochs), "--model", args.model], env=worker_env(s),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+             for s in SETUPS}
 
-    compute.seed_everything(0)
-    project = models.build("ae", 2, (128, 16))
-    training.compile_fast(project, 0.001)
-    train = training.dataset(training.as_vectors(x_train), 128, shuffle_seed=0)
-    test = training.dataset(training.as_vectors(x_test), training.EVAL_BATCH_SIZE)
-    project_logs: dict[str, list[float]] = {}
+    def receive(setup: str) -> dict:
+        line = procs[setup].stdout.readline()
+        if not line:
+            raise SystemExit(f"bench: the {setup} worker stopped (exit {procs[setup].wait()})")
+        return json.loads(line)
 
-    def project_epoch(epoch: int) -> None:
-        h = project.fit(train, initial_epoch=epoch, epochs=epoch + 1, validation_data=test, verbose=0)
-        for k, v in h.history.items():
-            project_logs.setdefault(k, []).extend(v)
+    for setup in SETUPS:  # data loaded and models built, one at a time
+        receive(setup)
+    logs: dict[str, list[dict]] = {s: [] for s in SETUPS}
+    for epoch in range(args.epochs):
+        order = SETUPS[epoch % 3:] + SETUPS[:epoch % 3]
+        for setup in order:
+            procs[setup].stdin.write("go\n")
+            procs[setup].stdin.flush()
+            logs[setup].append(receive(setup))
+    for setup in SETUPS:
+        procs[setup].stdin.close()
+        if procs[setup].wait() != 0:
+            raise SystemExit(f"bench: the {setup} worker failed")
 
-    keras.utils.set_random_seed(0)
-    notebook = notebook_ae()
-    notebook.compile(optimizer="adam", loss="binary_crossentropy")
-    x_train64, x_test64 = x_train.astype(np.float64), x_test.astype(np.float64)  # the notebook's / 255.0
-    lockstep = Lockstep(project_epoch)
-    h = notebook.fit(x_train64, x_train64, epochs=args.epochs, batch_size=128,
-                     validation_data=(x_test64, x_test64), callbacks=[lockstep], verbose=0).history
-
-    pairs = list(zip(lockstep.notebook, lockstep.project))[1:]
-    print(f"AE, batch 128, {args.epochs} epochs each in lockstep, first pair excluded")
-    print("epoch times (s), notebook / project: " + "  ".join(f"{a:.2f}/{b:.2f}" for a, b in pairs))
-    print(f"{'setup':10} {'s/epoch (median)':>17} {'train loss':>11} {'test loss':>10}   (nats per image)")
-    rows = (("notebook", [a for a, _ in pairs], h["loss"][-1] * models.N_PIXELS, h["val_loss"][-1] * models.N_PIXELS),
-            ("project", [b for _, b in pairs], project_logs["loss"][-1], project_logs["val_loss"][-1]))
-    for name, times, loss, test_loss in rows:
-        print(f"{name:10} {statistics.median(times):17.3f} {loss:11.2f} {test_loss:10.2f}")
-    ratios = [a / b for a, b in pairs]
-    print(f"speed-up (notebook / project), median of paired epochs: {statistics.median(ratios):.2f}x "
-          f"(pairs range {min(ratios):.2f}-{max(ratios):.2f})")
+    times = {s: [e["seconds"] for e in logs[s]][1:] for s in SETUPS}
+    print(f"{args.model.upper()}, batch 128, {args.epochs} epochs per setup in lockstep, first epoch excluded; "
+          f"{cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    print("epoch times (s), " + " / ".join(SETUPS) + ": "
+          + "  ".join("/".join(f"{times[s][i]:.2f}" for s in SETUPS) for i in range(len(times["notebook"]))))
+    print(f"{'setup':10} {'compute':26} {'s/epoch':>8} {'notebook / this':>16} {'train loss':>11} {'test loss':>10}")
+    mode = {"notebook": "TensorFlow's defaults", "default": "compute.portable: true",
+            "fast": "compute.portable: false"}
+    for s in SETUPS:
+        ratio = statistics.median(a / b for a, b in zip(times["notebook"], times[s]))
+        print(f"{s:10} {mode[s]:26} {statistics.median(times[s]):8.3f} {ratio:15.2f}x "
+              f"{logs[s][-1]['loss']:11.2f} {logs[s][-1]['test_loss']:10.2f}")
+    fast_default = statistics.median(a / b for a, b in zip(times["fast"], times["default"]))
+    print(f"default mode against the fast mode (fast / default, median of paired epochs): {fast_default:.2f}x")
 
 
 if __name__ == "__main__":
