@@ -18,8 +18,12 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
+# `dvc commit --force` records a run-cache entry for every stage, also those `dvc repro` found up to
+# date (a fresh clone's figures and metrics come from git): setting a param back then restores them
+# from the cache instead of recomputing. --no-relink: the outputs are in place already.
 repro: setup
 	dvc repro
+	dvc commit --force --no-relink --quiet
 
 # Test-only Python packages (requirements-test.txt) beside the pipeline's.
 setup-test: setup $(TEST_STAMP)

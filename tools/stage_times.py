@@ -1,6 +1,6 @@
 """Run a `dvc` command (default: `dvc repro`) and print how long each stage took.
 
-The README's timings come from this: `python -m tools.stage_times [dvc args...]`. A stage's time
+docs/speed.md's per-stage timings come from this: `python -m tools.stage_times [dvc args...]`. A stage's time
 runs from DVC's "Running stage" (or "cached - skipping run", or "didn't change") line to the
 next stage's line, so it includes the stage's Python start and DVC's hashing of its outputs.
 """

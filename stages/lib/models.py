@@ -273,9 +273,9 @@ def xla_allowed() -> Iterator[None]:
 
     Keras declines XLA whenever op determinism is enabled, because some XLA *GPU*
     kernels are not deterministic. On the CPU XLA is deterministic (the tests
-    check the trained models byte for byte), it makes a training epoch about 1.7
-    times faster (README, Speed), and under compute.portable it is what computes
-    the same bytes on every CPU. So compile with determinism briefly off; on a
+    check the trained models byte for byte), together with several steps per call it
+    makes an epoch much faster (docs/speed.md), and under compute.portable it is
+    what computes the same bytes on every CPU. So compile with determinism briefly off; on a
     GPU the caller does not ask for XLA.
     """
     from tensorflow.python.framework import config  # disable_op_determinism is not exported
@@ -329,7 +329,7 @@ def build_classifier() -> keras.Model:
     Dense, not convolutional, so that its training computes the same bytes on every CPU under
     compute.portable: XLA runs a convolution's gradients through Eigen, whose blocking follows the
     cache sizes the CPU reports. A two-layer CNN reached 98.8% here, but its weights differed in
-    the last bits between this AVX-512 machine and emulated AVX2 ones (README, Reproducibility).
+    the last bits between this AVX-512 machine and emulated AVX2 ones (docs/reproducibility.md).
     """
     image = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Flatten(name="pixels")(image)

@@ -1,6 +1,6 @@
 """Training and evaluation shared by the training stages (train@<model>, train_classifier, beta_sweep): seeding, input pipeline, fit, outputs.
 
-The fast setup (measured by ``make bench``, see README): float32 pixel vectors
+The fast setup (measured by ``make bench``, docs/speed.md): float32 pixel vectors
 in a ``tf.data`` pipeline built once, the train step compiled with XLA, several
 steps per call into TensorFlow, and evaluation in large batches.
 """
