@@ -136,18 +136,30 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True
-        ) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+# No subprocess of a test runs longer: a hung DVC lock or queue fails the test in minutes, with
+# what the process printed, instead of running into CI's limit.
+SUBPROCESS_TIMEOUT = 900
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise AssertionError(f"{' '.join(cmd)} did not finish within {timeout:.0f} s:\n{out[-4000:]}\n"
+                             f"{err[-4000:]}") from None
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
-def dvc(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True
-        ) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd, env, check)
+def dvc(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, env, check, timeout)
 
 
 def deep_update(base: dict, changes: dict) -> dict:
@@ -171,8 +183,9 @@ class Project:
         file.write_text(yaml.safe_dump(deep_update(yaml.safe_load(file.read_text()), changes),
                                        sort_keys=False))
 
-    def dvc(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        return dvc(*args, cwd=self.path, env=env or self.env, check=check)
+    def dvc(self, *args: str, check: bool = True, env: dict | None = None,
+            timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
+        return dvc(*args, cwd=self.path, env=env or self.env, check=check, timeout=timeout)
 
     def git(self, *args: str) -> subprocess.CompletedProcess:
         return run(["git", *args], self.path, self.env)
@@ -219,13 +232,20 @@ def copy_project(path: Path, mnist_dir: Path) -> Project:
 def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder ``name`` under the session's base temp, built by ``build`` the first time only.
 
-    On disk, not in memory: pytest may import a test module under two names.
+    On disk, not in memory: pytest may import a test module under two names. A build that failed
+    is not tried again: its other users fail at once, with its error.
     """
     path = factory.getbasetemp() / name
-    ready = factory.getbasetemp() / f"{name}.ready"
+    ready, failed = (factory.getbasetemp() / f"{name}.{state}" for state in ("ready", "failed"))
+    if failed.exists():
+        pytest.fail(f"the shared fixture {name!r} failed to build earlier in this run:\n{failed.read_text()}")
     if not ready.exists():
-        shutil.rmtree(path, ignore_errors=True)  # a build that failed half-way
-        build(path)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            build(path)
+        except BaseException as exc:
+            failed.write_text(f"{type(exc).__name__}: {exc}"[-8000:])
+            raise
         ready.touch()
     return path
 

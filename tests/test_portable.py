@@ -27,7 +27,9 @@ import pytest
 
 from tests.conftest import ROOT, TINY, copy_project, deep_update, run
 
-pytestmark = pytest.mark.slow
+# Emulated TensorFlow is slow: the test's own limits, not pytest.ini's 20 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+DRIVER_TIMEOUT = 3000  # seconds per emulated driver run
 
 QEMU = shutil.which("qemu-x86_64")
 CPUS = ["native", "EPYC-Milan", "Haswell"]  # Zen 3 and Haswell: AVX2 and FMA, no AVX-512
@@ -89,7 +91,12 @@ def test_same_bytes_on_avx512_zen3_and_haswell(tmp_path: Path, mnist_dir: Path) 
 
     results, timings = {}, {}
     for cpu, (folder, log, proc, start) in jobs.items():
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=max(1, DRIVER_TIMEOUT - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            for _, _, other, _ in jobs.values():
+                other.kill()
+            raise AssertionError(f"{cpu}: the driver did not finish within {DRIVER_TIMEOUT} s") from None
         timings[cpu] = time.monotonic() - start
         log.close()
         out = (tmp_path / f"{cpu}.log").read_text()
