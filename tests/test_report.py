@@ -252,3 +252,22 @@ def test_pr_workflow_is_valid_and_calls_only_project_commands() -> None:
     secrets = set(re.findall(r"secrets\.(\w+)", WORKFLOW.read_text())) - {"GITHUB_TOKEN"}
     readme = (ROOT / "README.md").read_text()
     assert secrets and all(s in readme for s in secrets), f"README.md should explain secrets {secrets}"
+
+
+def test_test_workflow_runs_the_readme_test_command_in_debian() -> None:
+    """.github/workflows/tests.yml cannot run here; its shape can be checked: it runs on pull requests,
+    as root in a Debian image (install-system-deps uses apt-get), with CI set and MNIST at
+    MNIST_MIRROR, and calls nothing but `make test`, within CI's 90 minutes."""
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())
+    triggers = wf.get("on", wf.get(True))
+    assert "pull_request" in triggers
+    (job,) = wf["jobs"].values()
+    assert re.fullmatch(r"python:3\.11-(bookworm|trixie)", job["container"]), job["container"]
+    assert job["timeout-minutes"] <= 90
+    assert job["env"]["CI"] == "true" and "MNIST_MIRROR" in job["env"]
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert runs[-1].strip() == "make test"
+    script = "\n".join(runs)
+    assert "pip install" not in script and "pytest" not in script  # the README's command only
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme
