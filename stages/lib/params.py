@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, ValidationError, ValidationInfo, create_model, field_validator)
+                      StrictStr, ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML, YAMLError
 
@@ -82,8 +82,42 @@ class TrainParams(Block):
     seed: StrictInt = Field(ge=0)
 
 
+def _protocol_problem(epochs: int, kl_warmup_epochs: int, validation: int, patience: int) -> str | None:
+    """What is wrong with a training protocol's warm-up, split and early stopping together, if anything."""
+    if kl_warmup_epochs > epochs:
+        return (f"kl_warmup_epochs ({kl_warmup_epochs}) exceeds epochs ({epochs}): the KL weight would never "
+                "reach beta")
+    if patience and not validation:
+        return (f"patience ({patience}) needs validation > 0: early stopping watches the validation split's "
+                "-ELBO, never the test set")
+    return None
+
+
 class VAEParams(TrainParams):
     beta: StrictFloat = Field(ge=0)                   # weight of the KL term; 1 is the ELBO
+    kl_warmup_epochs: StrictInt = Field(ge=0)         # KL weight beta * min(1, e / W) at epoch e; 0: beta throughout
+    validation: StrictInt = Field(ge=0, le=59999)     # training images held out for early stopping; 0: none
+    validation_seed: StrictInt = Field(ge=0)          # which ones
+    patience: StrictInt = Field(ge=0)                 # epochs without a better validation -ELBO before stopping; 0: off
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "VAEParams":
+        problem = _protocol_problem(self.epochs, self.kl_warmup_epochs, self.validation, self.patience)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def check_protocol(block: str, p: Any, train_limit: int, path: str | Path = PARAMS_FILE) -> None:
+    """A VAE protocol's checks that need more than its block: the validation split must leave
+    training images (``validation`` < data.train_limit); and, for a stage that loaded only some keys
+    (keys=, which skips the schema's own check), warm-up, split and early stopping must fit together."""
+    problem = _protocol_problem(p.epochs, p.kl_warmup_epochs, p.validation, p.patience)
+    if problem:
+        raise ParamsError(f"{path}: {block}: {problem}")
+    if p.validation >= train_limit:
+        raise ParamsError(f"{path}: {block}.validation ({p.validation}) must be below data.train_limit "
+                          f"({train_limit}): the split would leave no images to train on")
 
 
 class ClassifierParams(Block):
