@@ -202,6 +202,47 @@ class LikelihoodParams(Block):
     grid: LikelihoodGridParams
 
 
+class PaperTrainParams(Block):
+    """The protocol of Davidson et al. 2018 (docs/paper.md), shared by every architecture in paper.models."""
+    epochs: StrictInt = Field(ge=1)                   # at most; early stopping ends most runs sooner
+    batch_size: StrictInt = Field(ge=1)
+    learning_rate: StrictFloat = Field(gt=0)
+    beta: StrictFloat = Field(ge=0)
+    kl_warmup_epochs: StrictInt = Field(ge=0)
+    validation: StrictInt = Field(ge=0, le=59999)
+    validation_seed: StrictInt = Field(ge=0)
+    patience: StrictInt = Field(ge=0)
+    binarize: Literal["none", "dynamic"]              # the paper's MNIST is dynamically binarized
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "PaperTrainParams":
+        problem = _protocol_problem(self.epochs, self.kl_warmup_epochs, self.validation, self.patience)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class PaperModelParams(Block):
+    """One architecture trained under the paper's protocol: the encoder's widths (the decoder mirrors them)."""
+    latent_dim: StrictInt = Field(ge=1)
+    hidden: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(min_length=1)
+
+
+class PaperParams(Block):
+    """The whole paper block; the stages read its parts (paper.train, paper.models.<m>, paper.likelihood)."""
+    train: PaperTrainParams
+    models: dict[Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$")], PaperModelParams] = Field(min_length=1)
+    seeds: tuple[Annotated[StrictInt, Field(ge=0)], ...] = Field(min_length=1)  # one stage per model and seed
+    likelihood: LikelihoodParams
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"expected distinct seeds, got {list(seeds)}")
+        return seeds
+
+
 class ExploreParams(Block):
     images: StrictInt = Field(ge=1, le=10000)         # test images the explorer page carries (random-image button)
     seed: StrictInt = Field(ge=0)                     # which ones
@@ -358,4 +399,5 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "generate.cvae": ConditionalGridParams,
     "likelihood": LikelihoodParams,
     "explore": ExploreParams,
+    "paper": PaperParams,
 }
