@@ -166,8 +166,8 @@ class EpochLine(keras.callbacks.Callback):
         if "val_neg_elbo" in logs:
             parts.append(f"validation -ELBO {logs['val_neg_elbo']:.2f}")
         if self.stopper is not None and self.stopper.best is not None:
-            parts.append(f"best {self.stopper.best:.2f} at epoch {self.stopper.best_epoch + 1}, "
-                         f"{self.stopper.patience - self.stopper.wait} more epochs without a better one stop")
+            parts.append(f"best {self.stopper.best:.2f} at epoch {self.stopper.best_epoch + 1} "
+                         f"(stops if none better in {self.stopper.patience - self.stopper.wait} more)")
         left = (self.epochs - done) * per_epoch
         parts.append(f"{per_epoch:.1f} s/epoch, at most {left // 3600:.0f} h {left % 3600 / 60:02.0f} min left")
         print(", ".join(parts), flush=True)
