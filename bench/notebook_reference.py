@@ -110,7 +110,7 @@ def project_model(kind: str, x_train, x_test, epochs: int, seed: int) -> dict[st
     from stages.lib.params import VAEParams
 
     p = VAEParams(latent_dim=2, hidden=(128, 16), epochs=epochs, batch_size=128, learning_rate=0.001,
-                  seed=seed, beta=1.0)
+                  seed=seed, beta=1.0, kl_warmup_epochs=0, validation=0, validation_seed=0, patience=0)
     compute.seed_everything(seed)
     model = models.build(kind, p.latent_dim, p.hidden, beta=p.beta, seed=seed)
     training.fit(model, x_train, x_test, p, f"project {kind}")

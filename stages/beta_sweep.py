@@ -1,6 +1,7 @@
 """Stage beta_sweep: the beta-VAE trade-off, one VAE per beta in beta_sweep.betas.
 
-Each VAE is trained with every ``vae`` setting but its beta and scored like evaluate@vae:
+Each VAE is trained with every ``vae`` setting but its beta (its warm-up, validation split and early
+stopping included) and scored like evaluate@vae:
 test reconstruction and KL, and what random codes z ~ N(0, I) decode to, judged by the classifier.
 Writes artifacts/beta_sweep/models/beta_<beta>/{encoder,decoder}.keras (for the explorer and the
 likelihood stage) and artifacts/beta_sweep/metrics.json ({"beta_<beta>": {...}}).
@@ -25,14 +26,14 @@ from stages.lib.sweep import SWEEP_MODELS, sweep_name
 OUT = Path("artifacts/beta_sweep")
 # What the sweep reads of vae (every setting but beta, which it replaces) and of evaluate (not
 # knn_k): exactly its params in dvc.yaml, so that a vae.beta edit does not retrain the sweep.
-VAE_KEYS = ("latent_dim", "hidden", "epochs", "batch_size", "learning_rate", "seed")
+VAE_KEYS = ("latent_dim", "hidden", "epochs", "batch_size", "learning_rate", "seed", "kl_warmup_epochs",
+            "validation", "validation_seed", "patience")
 EVALUATE_KEYS = ("n_samples", "seed", "threshold")
 
 
 def train_one(beta: float, models_dir: Path) -> dict:
     """Train and score the VAE for one beta; save its encoder and decoder under ``models_dir``."""
     from stages.lib import metrics, models, training
-    from stages.lib.compute import seed_everything
 
     # model_construct does not re-validate: beta_sweep.betas has the same bounds as vae.beta.
     p = params.VAEParams.model_construct(**params.load("vae", params.VAEParams, keys=VAE_KEYS).model_dump(),
@@ -40,16 +41,13 @@ def train_one(beta: float, models_dir: Path) -> dict:
     e = params.load("evaluate", params.EvaluateParams, keys=EVALUATE_KEYS)
     data = params.load("data", params.DataParams)
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
-    seed_everything(p.seed)  # as train@vae does: vae.beta in the sweep gives the very same model
-    model = models.build("vae", p.latent_dim, p.hidden, beta=beta, seed=p.seed)
-    training.fit(model, x_train, x_test, p, f"beta_sweep ({sweep_name(beta)})", binarize=data.binarize)
-    test = training.evaluate(model, x_test)
+    # As train@vae does (seed, build, fit, score): vae.beta in the sweep gives the very same model.
+    model, _, scores = training.fit_scored("vae", p, x_train, x_test, f"beta_sweep ({sweep_name(beta)})",
+                                           binarize=data.binarize)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
     probabilities = models.predict(classifier, models.decode(model.decoder, z))
-    result = {"beta": beta, "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
-              "test_neg_elbo": test["reconstruction"] + test["kl"],
-              "samples": metrics.generation_scores(probabilities, e.threshold)}
+    result = {"beta": beta, **scores, "samples": metrics.generation_scores(probabilities, e.threshold)}
     models.save(model.encoder, models_dir / sweep_name(beta) / "encoder.keras")
     models.save(model.decoder, models_dir / sweep_name(beta) / "decoder.keras")
     return result
@@ -63,7 +61,8 @@ def workers(n_betas: int, portable: bool) -> int:
 def main() -> None:
     betas = params.load("beta_sweep", params.BetaSweepParams).betas
     portable = params.load("compute", params.ComputeParams).portable
-    params.load("vae", params.VAEParams, keys=VAE_KEYS)  # fail before training
+    vae = params.load("vae", params.VAEParams, keys=VAE_KEYS)  # fail before training
+    params.check_protocol("vae", vae, params.load("data", params.DataParams).train_limit)
     params.load("evaluate", params.EvaluateParams, keys=EVALUATE_KEYS)
 
     # Models go to a fresh folder that replaces the old one only once every beta succeeded.

@@ -15,6 +15,8 @@ from stages.lib import MODELS, mnist, params, run
 def main(kind: str) -> None:
     p = params.load(kind, params.TrainParams if kind == "ae" else params.VAEParams)
     data = params.load("data", params.DataParams)
+    if kind != "ae":
+        params.check_protocol(kind, p, data.train_limit)
     from stages.lib import models, training  # TensorFlow loads only once params are valid
 
     x_train, y_train, x_test, y_test = mnist.load(train_limit=data.train_limit, binarize=data.binarize)

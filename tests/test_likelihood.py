@@ -159,7 +159,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> dict:
     x, y = arrays["x_train"][:2000].astype(np.float32) / 255, arrays["y_train"][:2000].astype(np.int32)
     x_test, y_test = arrays["x_test"][:500].astype(np.float32) / 255, arrays["y_test"][:500].astype(np.int32)
     p = params.VAEParams(latent_dim=2, hidden=(128, 16), epochs=5, batch_size=32, learning_rate=0.001,
-                         seed=0, beta=1.0)
+                         seed=0, beta=1.0, kl_warmup_epochs=0, validation=0, validation_seed=0, patience=0)
     out = tmp_path_factory.mktemp("models")
     metrics = {"vae": training.train("vae", p, x, x_test, out / "vae"),
                "cvae": training.train("cvae", p, (x, models.one_hot(y)), (x_test, models.one_hot(y_test)),
@@ -174,11 +174,10 @@ LIKELIHOOD = {"seed": 0, "images": 200, "iwae_k": [1, 10, 100, 1000], "grid": {"
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
 def test_elbo_iwae_and_quadrature_are_ordered(trained: dict, kind: str) -> None:
-    from stages import likelihood as stage
-    from stages.lib import params
+    from stages.lib import marginal, params
 
     p = params.LikelihoodParams.model_validate(LIKELIHOOD)
-    r = stage.evaluate(trained["dir"] / kind, kind == "cvae", trained["x"], trained["y"], p, kind)
+    r = marginal.evaluate(trained["dir"] / kind, kind == "cvae", trained["x"], trained["y"], p, kind)
     # The stage's -ELBO is the training's, up to the one sample of z per image.
     assert r["test_neg_elbo"] == pytest.approx(trained["metrics"][kind]["test_neg_elbo"], abs=1.0)
     ks = LIKELIHOOD["iwae_k"]
@@ -200,12 +199,11 @@ def test_elbo_iwae_and_quadrature_are_ordered(trained: dict, kind: str) -> None:
 @pytest.mark.slow
 def test_the_grid_path_equals_keras_loss_per_image_on_a_real_decoder(trained: dict) -> None:
     """The stage's matrix product over a grid equals Keras' reconstruction loss, image by image."""
-    from stages import likelihood as stage
-    from stages.lib import models
+    from stages.lib import marginal, models
 
     decoder = models.load(trained["dir"] / "vae" / "decoder.keras")
     z = np.stack(np.meshgrid(np.linspace(-3, 3, 7), np.linspace(-3, 3, 7)), -1).reshape(-1, 2)
-    logits, log1m = stage.Decoder(decoder, conditional=False).grid(z)
+    logits, log1m = marginal.Decoder(decoder, conditional=False).grid(z)
     x = trained["x"][:5]
     got = lik.bernoulli_log_likelihood(x, logits, log1m)
     decoded = decoder.predict(z.astype(np.float32), verbose=0)

@@ -12,7 +12,8 @@ from stages.lib import compute, mnist, params, training
 pytestmark = pytest.mark.slow
 
 P = params.VAEParams(latent_dim=2, hidden=(128, 16), epochs=3, batch_size=128,
-                     learning_rate=0.001, seed=0, beta=1.0)
+                     learning_rate=0.001, seed=0, beta=1.0, kl_warmup_epochs=0, validation=0, validation_seed=0,
+                     patience=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, ValidationError, ValidationInfo, create_model, field_validator)
+                      StrictStr, ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML, YAMLError
 
@@ -82,8 +82,42 @@ class TrainParams(Block):
     seed: StrictInt = Field(ge=0)
 
 
+def _protocol_problem(epochs: int, kl_warmup_epochs: int, validation: int, patience: int) -> str | None:
+    """What is wrong with a training protocol's warm-up, split and early stopping together, if anything."""
+    if kl_warmup_epochs > epochs:
+        return (f"kl_warmup_epochs ({kl_warmup_epochs}) exceeds epochs ({epochs}): the KL weight would never "
+                "reach beta")
+    if patience and not validation:
+        return (f"patience ({patience}) needs validation > 0: early stopping watches the validation split's "
+                "-ELBO, never the test set")
+    return None
+
+
 class VAEParams(TrainParams):
     beta: StrictFloat = Field(ge=0)                   # weight of the KL term; 1 is the ELBO
+    kl_warmup_epochs: StrictInt = Field(ge=0)         # KL weight beta * min(1, e / W) at epoch e; 0: beta throughout
+    validation: StrictInt = Field(ge=0, le=59999)     # training images held out for early stopping; 0: none
+    validation_seed: StrictInt = Field(ge=0)          # which ones
+    patience: StrictInt = Field(ge=0)                 # epochs without a better validation -ELBO before stopping; 0: off
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "VAEParams":
+        problem = _protocol_problem(self.epochs, self.kl_warmup_epochs, self.validation, self.patience)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def check_protocol(block: str, p: Any, train_limit: int, path: str | Path = PARAMS_FILE) -> None:
+    """A VAE protocol's checks that need more than its block: the validation split must leave
+    training images (``validation`` < data.train_limit); and, for a stage that loaded only some keys
+    (keys=, which skips the schema's own check), warm-up, split and early stopping must fit together."""
+    problem = _protocol_problem(p.epochs, p.kl_warmup_epochs, p.validation, p.patience)
+    if problem:
+        raise ParamsError(f"{path}: {block}: {problem}")
+    if p.validation >= train_limit:
+        raise ParamsError(f"{path}: {block}.validation ({p.validation}) must be below data.train_limit "
+                          f"({train_limit}): the split would leave no images to train on")
 
 
 class ClassifierParams(Block):
@@ -166,6 +200,47 @@ class LikelihoodParams(Block):
     images: StrictInt = Field(ge=1, le=10000)         # test images for the IWAE and the quadrature
     iwae_k: tuple[Annotated[StrictInt, Field(ge=1, le=10000)], ...] = Field(min_length=1)  # samples per bound
     grid: LikelihoodGridParams
+
+
+class PaperTrainParams(Block):
+    """The protocol of Davidson et al. 2018 (docs/paper.md), shared by every architecture in paper.models."""
+    epochs: StrictInt = Field(ge=1)                   # at most; early stopping ends most runs sooner
+    batch_size: StrictInt = Field(ge=1)
+    learning_rate: StrictFloat = Field(gt=0)
+    beta: StrictFloat = Field(ge=0)
+    kl_warmup_epochs: StrictInt = Field(ge=0)
+    validation: StrictInt = Field(ge=0, le=59999)
+    validation_seed: StrictInt = Field(ge=0)
+    patience: StrictInt = Field(ge=0)
+    binarize: Literal["none", "dynamic"]              # the paper's MNIST is dynamically binarized
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "PaperTrainParams":
+        problem = _protocol_problem(self.epochs, self.kl_warmup_epochs, self.validation, self.patience)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class PaperModelParams(Block):
+    """One architecture trained under the paper's protocol: the encoder's widths (the decoder mirrors them)."""
+    latent_dim: StrictInt = Field(ge=1)
+    hidden: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(min_length=1)
+
+
+class PaperParams(Block):
+    """The whole paper block; the stages read its parts (paper.train, paper.models.<m>, paper.likelihood)."""
+    train: PaperTrainParams
+    models: dict[Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$")], PaperModelParams] = Field(min_length=1)
+    seeds: tuple[Annotated[StrictInt, Field(ge=0)], ...] = Field(min_length=1)  # one stage per model and seed
+    likelihood: LikelihoodParams
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"expected distinct seeds, got {list(seeds)}")
+        return seeds
 
 
 class ExploreParams(Block):
@@ -324,4 +399,5 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "generate.cvae": ConditionalGridParams,
     "likelihood": LikelihoodParams,
     "explore": ExploreParams,
+    "paper": PaperParams,
 }

@@ -1,0 +1,115 @@
+"""The Davidson et al. 2018 comparison as one command (`make paper`) on tiny params, with the real DVC and
+make: its own pipeline (paper/dvc.yaml) that `dvc repro` of the main one never runs, one training and one
+likelihood per model and seed, cached, its results in git; edits rerun only what they should."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY, TOOLING, Project, copy_project, deep_update, run
+
+pytestmark = pytest.mark.slow
+
+# The protocol, short: 4 epochs of 700 images, warm-up 2, early stopping with patience 1 on 300 held out.
+PAPER_TINY = {"paper": {"train": {"epochs": 4, "kl_warmup_epochs": 2, "validation": 300, "patience": 1},
+                        "likelihood": {"images": 100, "iwae_k": [10, 500],
+                                       "grid": {"points": 101, "tolerance": 2.0}}}}
+RUNS = ("davidson-0", "notebook-0")
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Project, str]:
+    proj = copy_project(tmp_path_factory.mktemp("paper") / "project", mnist_dir)
+    (proj.path / "paper").mkdir()
+    shutil.copy2(ROOT / "paper" / "dvc.yaml", proj.path / "paper" / "dvc.yaml")
+    for name in TOOLING:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, proj.path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, proj.path / name)
+    (proj.path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    with open(proj.path / ".git" / "info" / "exclude", "a") as f:
+        f.write("/.venv\n")
+    proj.set_params(deep_update(copy.deepcopy(TINY), copy.deepcopy(PAPER_TINY)))
+    proj.commit("paper pipeline, tiny")
+    out = run(["make", "paper"], proj.path, proj.env).stdout
+    proj.commit("make paper")
+    return proj, out
+
+
+def test_make_paper_states_its_cost_trains_every_model_and_scores_it(paper: tuple[Project, str]) -> None:
+    proj, out = paper
+    assert "make paper: one training per model" in out and "min of likelihood" in out  # its cost, first
+    for key in RUNS:
+        folder = proj.path / "artifacts" / "paper" / key
+        assert {f.name for f in folder.iterdir()} >= {"encoder.keras", "decoder.keras", "history.tsv",
+                                                      "metrics.json", "likelihood.json"}
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 4
+        assert f"paper_train@{key}: epoch 1/4, KL weight 0.5, loss" in out  # one progress line per epoch
+        lik = json.loads((folder / "likelihood.json").read_text())
+        assert lik["images"] == 100 and set(lik["iwae"]) == {"k_10", "k_500"}
+        assert lik["test_neg_elbo"] == pytest.approx(lik["test_reconstruction"] + lik["test_kl"], abs=2e-4)
+        ours = lik["paper"]  # Table 1's signs: log-likelihoods negative, KL positive
+        assert ours["LL"] == -lik["iwae"]["k_500"]["nll"] and ours["L[q]"] == -lik["test_neg_elbo"]
+        assert ours["RE"] == -lik["test_reconstruction"] and ours["KL"] == lik["test_kl"] > 0
+        assert ours["LL_exact"] == -lik["quadrature"]["nll_fine"] and all(map(math.isfinite, ours.values()))
+    # The table it ends with: the published row and one row per model.
+    assert "| Davidson et al. 2018, N-VAE, d = 2 (mean of 10 runs) | – | -135.73 | -137.08 | -129.84 | 7.24 |" in out
+    assert "| ours, davidson | 0 |" in out and "| ours, notebook | 0 |" in out
+
+
+def test_the_results_are_in_git_and_the_models_in_the_cache(paper: tuple[Project, str]) -> None:
+    proj, _ = paper
+    tracked = set(proj.git("ls-files", "artifacts/paper").stdout.split())
+    assert tracked == {f"artifacts/paper/{k}/{n}" for k in RUNS for n in ("history.tsv", "metrics.json", "likelihood.json")}
+    assert "Data and pipelines are up to date." in proj.dvc("status", "paper/dvc.yaml").stdout
+    metrics = proj.dvc("metrics", "show", "--json").stdout
+    assert "artifacts/paper/davidson-0/likelihood.json" in metrics
+
+
+def test_the_main_pipeline_never_runs_it(paper: tuple[Project, str]) -> None:
+    """`make repro` (`dvc repro`) and `dvc exp run` reproduce the dvc.yaml of the folder they run in, the
+    target `dvc stage list` resolves the same way: the main pipeline's stages, no paper stage."""
+    proj, _ = paper
+    listed = proj.dvc("stage", "list", "--name-only").stdout.split()
+    assert "train@vae" in listed and not [s for s in listed if "paper" in s]
+    assert "paper" not in proj.dvc("status", "dvc.yaml").stdout
+
+
+def test_make_paper_again_is_cached(paper: tuple[Project, str]) -> None:
+    proj, _ = paper
+    out = run(["make", "paper"], proj.path, proj.env).stdout
+    assert "Running stage" not in out and "| ours, davidson | 0 |" in out
+    assert proj.git("status", "--porcelain").stdout == ""
+
+
+@pytest.mark.parametrize("change, changed", [
+    ({"paper": {"likelihood": {"iwae_k": [20, 500]}}}, {"paper_likelihood@davidson-0", "paper_likelihood@notebook-0"}),
+    ({"paper": {"models": {"notebook": {"hidden": [64, 16]}}}}, {"paper_train@notebook-0"}),
+    ({"paper": {"seeds": [0, 1]}}, {"paper_train@davidson-1", "paper_train@notebook-1",
+                                    "paper_likelihood@davidson-1", "paper_likelihood@notebook-1"}),
+    ({"paper": {"train": {"patience": 2}}}, {"paper_train@davidson-0", "paper_train@notebook-0"}),
+    ({"paper": {"train": {"binarize": "none"}}}, {f"paper_{s}@{k}" for s in ("train", "likelihood") for k in RUNS}),
+    ({"vae": {"epochs": 2}, "likelihood": {"images": 50}, "data": {"binarize": "dynamic"}}, set()),
+])
+def test_an_edit_changes_exactly_its_paper_stages(paper: tuple[Project, str], change: dict, changed: set[str]) -> None:
+    """The stages `dvc status` finds changed directly (their downstream follows when they rerun): a
+    likelihood setting only the likelihoods, a model only its training, a new seed only its own stages,
+    the main pipeline's params none."""
+    proj, _ = paper
+    params = proj.path / "params.yaml"
+    before = params.read_text()
+    try:
+        proj.set_params(copy.deepcopy(change))
+        status = json.loads(proj.dvc("status", "--json", "paper/dvc.yaml").stdout)
+        assert {name.removeprefix("paper/dvc.yaml:") for name in status} == changed, status
+    finally:
+        params.write_text(before)
