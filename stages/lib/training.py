@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import keras
 import tensorflow as tf
 
 from stages.lib import StageError, models
 from stages.lib.compute import seed_everything
-from stages.lib.files import atomic_folder, json_text, tsv_text, write_text
+from stages.lib.files import atomic_folder, json_text, tsv_text, write_npz, write_text
 
 if TYPE_CHECKING:  # a type only: params.py holds no computation (tests/test_map.py)
     from stages.lib.params import TrainParams
@@ -88,6 +88,14 @@ class StopOnNonFinite(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Recorder(Protocol):
+    """A callback that records something through training, written beside the models as one NPZ
+    (stages/lib/snapshots.py's, for train@<model>)."""
+    file: str
+
+    def arrays(self) -> dict[str, Any]: ...
+
+
 def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
         callbacks: Sequence[keras.callbacks.Callback] = (), binarize: str = "none") -> dict[str, list[float]]:
     """Train with Adam on images (or (images, labels)); return the per-epoch history
@@ -132,8 +140,8 @@ def evaluate(model: models.AE, test: Any) -> dict[str, float]:
 
 
 def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float]],
-                  metrics: dict[str, float]) -> None:
-    """encoder.keras, decoder.keras, history.tsv, metrics.json, all or none.
+                  metrics: dict[str, float], recorder: Recorder | None = None) -> None:
+    """encoder.keras, decoder.keras, history.tsv, metrics.json (and the recorder's file), all or none.
 
     The texts are made (and metrics checked: a NaN raises a StageError naming the file and the
     key) before anything is written; then the four files are written into a staging folder and
@@ -148,21 +156,26 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
         models.save(model.decoder, staging / "decoder.keras")
         write_text(staging / "history.tsv", history_text)
         write_text(staging / "metrics.json", metrics_text)
+        if recorder is not None:
+            write_npz(staging / recorder.file, recorder.arrays())
 
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
-          binarize: str = "none") -> dict[str, float]:
+          binarize: str = "none", recorder: Recorder | None = None) -> dict[str, float]:
     """Seed, build, fit and evaluate one model; write its outputs; return its metrics.
 
     ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels) tuples).
+    ``recorder``: a callback that records through training (snapshots.Recorder); its file is
+    written with the models.
     """
     seed_everything(p.seed)
     model = models.build(kind, p.latent_dim, p.hidden, beta=getattr(p, "beta", 1.0), seed=p.seed)
-    history = fit(model, train_data, test_data, p, f"train@{kind}", binarize=binarize)
+    history = fit(model, train_data, test_data, p, f"train@{kind}", binarize=binarize,
+                  callbacks=[recorder] if recorder is not None else ())
     test = evaluate(model, test_data)
     metrics = {"test_reconstruction": test["reconstruction"]}
     if kind != "ae":
         # The negative ELBO whatever beta was trained with: comparable across betas.
         metrics.update(test_kl=test["kl"], test_neg_elbo=test["reconstruction"] + test["kl"])
-    write_outputs(out_dir, model, history, metrics)
+    write_outputs(out_dir, model, history, metrics, recorder)
     return metrics
