@@ -55,7 +55,7 @@ def main() -> None:
     index = explorer.image_subset(len(x_test), p.images, p.seed)
     images = np.rint(x_test[index] * 255).astype(np.uint8)
     data = explorer.payload(entries, y_test, images, y_test[index], index, p.steps)
-    page = explorer.render(data)
+    page = explorer.render(data, name=str(OUT))  # refuses a page over explorer.MAX_PAGE_BYTES
     write_text(OUT, page)
     print(f"explore: wrote {OUT} ({len(page.encode()) / 1e6:.1f} MB)")
 

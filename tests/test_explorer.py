@@ -750,6 +750,8 @@ def test_default_size_page_stays_under_its_bound() -> None:
     assert size <= explorer.MAX_PAGE_BYTES
     # ... and over the bound the stage's render refuses, in one line.
     from stages.lib import StageError
-    with pytest.raises(StageError, match=r"^the explorer page would be \d+ bytes, over its bound of 1000000 ") as exc:
-        explorer.render(explorer.payload(entries[:1], labels, images, labels[shown], shown, 10), max_bytes=10**6)
+    with pytest.raises(StageError, match=r"^artifacts/explorer/index\.html: \d+ bytes, over the page's bound of "
+                                         r"1000000 \(explorer\.MAX_PAGE_BYTES\); nothing written") as exc:
+        explorer.render(explorer.payload(entries[:1], labels, images, labels[shown], shown, 10), max_bytes=10**6,
+                        name="artifacts/explorer/index.html")
     assert "\n" not in str(exc.value)

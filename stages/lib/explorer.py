@@ -64,10 +64,10 @@ def b64(array: np.ndarray, dtype: str) -> str:
 
 
 def float24(array: np.ndarray) -> np.ndarray:
-    """float32 values rounded to nearest on their 3 high bytes: the page's decoder snapshots."""
+    """float32 values rounded to nearest on their 3 high bytes, as the page's replay carries them."""
     a = np.ascontiguousarray(array, dtype="<f4")
     if not np.isfinite(a).all():
-        raise StageError("a decoder snapshot holds NaN or infinite weights")
+        raise StageError("a decoder snapshot or replay code is NaN or infinite (rerun dvc repro)")
     rounded = ((a.view("<u4").astype(np.uint64) + 0x80) >> 8) << 8   # round half away from zero
     return rounded.astype("<u4").view("<f4").reshape(a.shape)
 
@@ -115,6 +115,8 @@ def replay_entry(src: ModelSource, decoder, codes: np.ndarray, evolution: dict[s
     """
     last = int(evolution["epochs"][-1])
     index = evolution["index"]
+    if len(codes) > 1 << 16:
+        raise StageError(f"{src.id}: {len(codes)} test codes; the page indexes them with 16 bits")
     if not np.array_equal(evolution["codes"][-1], codes[index]):
         raise StageError(f"{src.folder / 'evolution.npz'}: the last epoch's codes are not encode@{src.id}'s test "
                          f"codes of the same images: the saved model is not the last epoch's (rerun dvc repro)")
@@ -131,8 +133,6 @@ def replay_entry(src: ModelSource, decoder, codes: np.ndarray, evolution: dict[s
             decoders.append({"epoch": epoch, **decoder_spec(decoder, f24=True)})
     finally:
         decoder.set_weights(final)
-    if len(codes) > 1 << 16:
-        raise StageError(f"{src.id}: {len(codes)} test codes; the page indexes them with 16 bits")
     # The codes of epochs 0 to last - 1 (the last epoch's are the final codes), 3 bytes each as the
     # decoders' weights: 2^-16 of a code, far below a pixel at any zoom the plane allows without
     # losing the dots; it keeps the default page 0.8 MB under its bound.
@@ -176,10 +176,11 @@ def payload(models: list[dict], y_test: np.ndarray, images: np.ndarray, image_la
             "image_index": [int(i) for i in image_index], "steps": steps}
 
 
-def render(data: dict, template: str | None = None, max_bytes: int = MAX_PAGE_BYTES) -> str:
+def render(data: dict, template: str | None = None, max_bytes: int = MAX_PAGE_BYTES,
+           name: str = "the explorer page") -> str:
     """The page: the template with the data as a JSON literal (``</`` escaped for the script tag).
 
-    Raises a StageError if the page would exceed ``max_bytes``.
+    Raises a StageError naming ``name`` (the page's file) if the page would exceed ``max_bytes``.
     """
     template = TEMPLATE.read_text(encoding="utf-8") if template is None else template
     if template.count(PLACEHOLDER) != 1:
@@ -188,6 +189,6 @@ def render(data: dict, template: str | None = None, max_bytes: int = MAX_PAGE_BY
     page = template.replace(PLACEHOLDER, text)
     size = len(page.encode("utf-8"))
     if size > max_bytes:
-        raise StageError(f"the explorer page would be {size} bytes, over its bound of {max_bytes} "
-                         f"(explorer.MAX_PAGE_BYTES); lower explore.images or evolution.images, or the epochs")
+        raise StageError(f"{name}: {size} bytes, over the page's bound of {max_bytes} (explorer.MAX_PAGE_BYTES); "
+                         "nothing written. Lower explore.images or evolution.images, or train fewer epochs")
     return page
