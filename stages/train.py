@@ -3,7 +3,8 @@
 ae:   the notebook's dense autoencoder (loss = reconstruction).
 vae:  the notebook's VAE (loss = reconstruction + beta * KL).
 cvae: the conditional VAE: encoder and decoder also see the one-hot digit.
-Each reads its own params block (ae, vae or cvae) and data.
+Each reads its own params block (ae, vae or cvae) and data. Besides the models, the weights through
+training: snapshots.npz (stages/lib/snapshots.py), for evolution@<model> and the explorer.
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ def main(kind: str) -> None:
     data = params.load("data", params.DataParams)
     if kind != "ae":
         params.check_protocol(kind, p, data.train_limit)
-    from stages.lib import models, training  # TensorFlow loads only once params are valid
+    from stages.lib import models, snapshots, training  # TensorFlow loads only once params are valid
 
     x_train, y_train, x_test, y_test = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     if kind == "cvae":  # the digit goes with every image
         x_train, x_test = (x_train, models.one_hot(y_train)), (x_test, models.one_hot(y_test))
-    print(training.train(kind, p, x_train, x_test, Path("artifacts", kind), binarize=data.binarize))
+    print(training.train(kind, p, x_train, x_test, Path("artifacts", kind), binarize=data.binarize,
+                         recorder=snapshots.Recorder()))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ from stages.lib import mnist, params
 STEPS = [
     "train:ae", "train:vae", "train:cvae", "train_classifier",
     "encode:ae", "encode:vae", "encode:cvae",
+    "evolution:ae", "evolution:vae", "evolution:cvae",
     "generate:ae", "generate:vae", "generate:cvae",
     "evaluate:ae", "evaluate:vae", "evaluate:cvae",
-    "beta_sweep", "plot:vae", "plot_samples",
+    "beta_sweep", "plot:vae", "plot_samples", "animate",
 ]
 
 

@@ -1,7 +1,8 @@
 """The latent explorer page (stage explore) in real headless Chromium: numbers and interaction.
 
 The page is built by `dvc repro explore` in a copy of the tiny project (TINY params: models
-trained for one epoch, which is all the page needs to be checked against Keras). Probe scripts
+trained for four epochs, which is all the page needs to be checked against Keras, with decoder
+snapshots at epochs 1, 2 and 4 for its replay of training). Probe scripts
 injected into copies of the page run its own decoder and encoder and dispatch real DOM events;
 the results come back through --dump-dom (tools/explorer_browser.py). Nothing is mocked.
 """
@@ -374,17 +375,17 @@ def test_page_is_keyboard_operable(built: Built) -> None:
         chromium.open(built.page.as_uri())
         assert chromium.evaluate(SETTLE) is True
         order = []
-        for _ in range(6):
+        for _ in range(8):
             chromium.press("Tab")
             order.append(chromium.evaluate("document.activeElement.id"))
-        assert order == ["model", "beta", "plane", "pad", "random", "clear"]  # digits: disabled for the AE
+        assert order == ["model", "beta", "epoch", "play", "plane", "pad", "random", "clear"]  # digits: disabled for the AE
 
         chromium.evaluate("document.getElementById('model').focus()")
         chromium.press("ArrowDown")
         chromium.press("ArrowDown")
         assert chromium.evaluate(state)["model"] == "cvae"
-        chromium.press("Tab")
-        chromium.press("Tab")  # the digit picker, enabled for the conditional VAE
+        for _ in range(4):  # beta, epoch, play, then the digit picker, enabled for the conditional VAE
+            chromium.press("Tab")
         chromium.press("ArrowRight")
         s = chromium.evaluate(state)
         assert s["focus"] == "digit" and s["digit"] == 1
@@ -406,4 +407,351 @@ def test_page_is_keyboard_operable(built: Built) -> None:
         chromium.press("]")  # the next beta, same view
         assert chromium.evaluate(state)["model"] == "beta_2"
         assert chromium.evaluate("JSON.stringify(explorer.state().view)") == view
+
+        # The replay: "," and "." step the epoch, "p" plays and pauses; the slider takes the arrow keys.
+        chromium.evaluate("explorer.setModel('vae')")
+        epoch = "explorer.epoch()"
+        last = chromium.evaluate(epoch)
+        chromium.press(",")
+        chromium.press(",")
+        assert chromium.evaluate(epoch) == last - 2
+        chromium.press(".")
+        assert chromium.evaluate(epoch) == last - 1
+        chromium.press("p")  # from a middle epoch, play goes on from there
+        assert chromium.evaluate("explorer.state().playing !== null") is True
+        chromium.press("p")
+        assert chromium.evaluate("explorer.state().playing") is None
+        chromium.evaluate("document.getElementById('epoch').focus()")
+        before = chromium.evaluate(epoch)
+        chromium.press("ArrowLeft")
+        assert chromium.evaluate(epoch) == before - 1
+        assert chromium.evaluate("document.getElementById('epoch').value") == str(before - 1)
         assert chromium.console() == []
+
+
+# --- the replay of training (issue 24) -------------------------------------------------------------
+
+# Moves the epoch slider (real input events) per model and epoch and records the dots the plane drew,
+# their pixels on the points layer, the notes; hovers at chosen epochs; decodes with the snapshots;
+# switches models; plays. %s: the cases, chosen by the test.
+REPLAY_PROBE = """<pre id="probe"></pre><script>
+(function () {
+  var T = %s;
+  function frames(n) { return new Promise(function (done) {
+    (function next(k) { if (k === 0) done(); else requestAnimationFrame(function () { next(k - 1); }); })(n); }); }
+  function sleep(ms) { return new Promise(function (done) { setTimeout(done, ms); }); }
+  function b64(f) {
+    var u = new Uint8Array(f.buffer, f.byteOffset, f.byteLength), s = '';
+    for (var i = 0; i < u.length; i += 0x8000) s += String.fromCharCode.apply(null, u.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+  function $(id) { return document.getElementById(id); }
+  function pick(value) { var s = $('model'); s.value = value; s.dispatchEvent(new Event('change', {bubbles: true})); }
+  function slide(e) { var s = $('epoch'); s.value = String(e); s.dispatchEvent(new Event('input', {bubbles: true})); }
+  function notes() { return {value: $('epoch-value').textContent, decoder: $('decoder-note').textContent,
+                             encoder: $('encoder-note').textContent, dots: $('dots-note').textContent,
+                             slider: $('epoch').value, max: $('epoch').max, disabled: $('epoch').disabled}; }
+  window.__probe = new Promise(function (ready) { window.addEventListener('load', ready); }).then(function () { return frames(2); }).then(async function () {
+    var ex = window.explorer, S = ex.state(), plane = $('plane'), R = {dots: {}, hover: [], numbers: {}};
+    // The points layer read through a copy made for reading (else Chromium warns of repeated readbacks).
+    var copy = document.createElement('canvas'), layer = copy.getContext('2d', {willReadFrequently: true});
+    R.start = {epoch: ex.epoch(), notes: notes()};
+    for (var id in T.dots) {
+      pick(id); await frames(1);
+      R.dots[id] = {};
+      for (var e in T.dots[id]) {
+        slide(+e); await frames(2);
+        var d = ex.drawn(), rect = plane.getBoundingClientRect();
+        copy.width = ex.pointsLayer.width; copy.height = ex.pointsLayer.height; layer.drawImage(ex.pointsLayer, 0, 0);
+        var pixels = T.dots[id][e].isolated.concat(T.dots[id][e].any).map(function (i) {
+          var q = ex.latentToClient([d.codes[2 * i], d.codes[2 * i + 1]]);
+          return Array.from(layer.getImageData(Math.floor(q[0] - rect.left), Math.floor(q[1] - rect.top), 1, 1).data);
+        });
+        R.dots[id][e] = {epoch: ex.epoch(), drawn_epoch: d.epoch, n: d.n, codes: b64(new Float32Array(d.codes)),
+                         pixels: pixels, notes: notes()};
+      }
+    }
+    for (var k = 0; k < T.hover.length; k++) {  // a real pointer move over the plane, at a chosen epoch
+      var h = T.hover[k];
+      pick(h.id); await frames(1);
+      if (h.digit !== undefined) { ex.setDigit(h.digit); await frames(1); }
+      slide(h.epoch); await frames(1);
+      var p = ex.latentToClient(h.z);
+      plane.dispatchEvent(new PointerEvent('pointermove', {clientX: p[0], clientY: p[1], bubbles: true, pointerId: 7,
+                                                            pointerType: 'mouse', isPrimary: true}));
+      await frames(2);
+      R.hover.push({id: h.id, epoch: ex.epoch(), cursor: S.cursor.slice(), digit: S.digit, shown: b64(S.shown),
+                    decoder_epoch: ex.decoderEpoch(h.id, h.epoch), notes: notes()});
+    }
+    for (var id2 in T.numbers) {  // the page's own decoder at each snapshot epoch, many points
+      var c = T.numbers[id2];
+      R.numbers[id2] = {};
+      c.epochs.forEach(function (e) {
+        var out = new Float32Array(c.points.length * 784);
+        c.points.forEach(function (z, j) { out.set(ex.decodeAt(id2, e, z[0], z[1], j %% 10), j * 784); });
+        R.numbers[id2][e] = {decoder_epoch: ex.decoderEpoch(id2, e), decoded: b64(out)};
+      });
+    }
+    // Switching models keeps the epoch; a model without a record shows its final state.
+    pick('vae'); await frames(1); slide(2); await frames(1);
+    pick('ae'); await frames(1);
+    R.switch = {ae: {epoch: ex.epoch(), notes: notes()}};
+    pick('beta_2'); await frames(1);
+    R.switch.beta_2 = {epoch: ex.epoch(), notes: notes(), n: ex.drawn().n};
+    pick('cvae'); await frames(1);
+    R.switch.cvae = {epoch: ex.epoch(), notes: notes()};
+    // Play: from the last epoch it starts over at 0 and stops at the last.
+    slide(T.last); await frames(1);
+    $('play').click();
+    R.play = {first: ex.epoch(), pressed: $('play').getAttribute('aria-pressed'), label: $('play').textContent};
+    await sleep(T.play_wait_ms);
+    R.play.later = ex.epoch();
+    var waited = 0;
+    while (S.playing && waited < 20000) { await sleep(100); waited += 100; }
+    R.play.end = {epoch: ex.epoch(), playing: S.playing, pressed: $('play').getAttribute('aria-pressed'),
+                  label: $('play').textContent};
+    R.errors = window.__errors.slice();
+    document.getElementById('probe').textContent = JSON.stringify(R);
+  }).catch(function (e) {
+    document.getElementById('probe').textContent = JSON.stringify({fatal: String(e && e.stack || e), errors: window.__errors});
+  });
+})();
+</script>"""
+
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+PLANE = (800 - 46 - 10, 500 - 10 - 30)  # the page's plotting area in CSS pixels (its margins M)
+
+
+def isolated(codes: np.ndarray, extent: list[float], k: int = 3) -> list[int]:
+    """Indices of up to ``k`` codes whose dot no other dot touches (more than 3 screen pixels apart on
+    either axis) at the page's first view of ``extent`` (its fit()), away from the plot's edges."""
+    x0, x1, y0, y1 = extent
+    scale = min(PLANE[0] / (x1 - x0), PLANE[1] / (y1 - y0))
+    px = (codes.astype(np.float64) - [(x0 + x1) / 2, (y0 + y1) / 2]) * scale
+    inside = np.flatnonzero((np.abs(px[:, 0]) < PLANE[0] / 2 - 8) & (np.abs(px[:, 1]) < PLANE[1] / 2 - 8))
+    found = []
+    for i in inside:
+        near = np.abs(px - px[i]).max(axis=1) <= 3
+        if near.sum() == 1:
+            found.append(int(i))
+            if len(found) == k:
+                break
+    return found
+
+
+@dataclass
+class Replay:
+    result: dict
+    cases: dict
+    evolution: dict      # model -> evolution.npz's arrays
+    snapshots: dict      # model -> snapshots.Snapshots
+
+
+@pytest.fixture(scope="module")
+def replay(built: Built) -> Replay:
+    from stages.lib import snapshots
+    from stages.lib.files import load_npz
+
+    ids = ["ae", "vae", "cvae"]
+    evo = {m: load_npz(built.project / f"artifacts/{m}/evolution.npz", ["codes", "epochs", "index", "labels"])
+           for m in ids}
+    snaps = {m: snapshots.load(built.project / f"artifacts/{m}/snapshots.npz") for m in ids}
+    by_id = {m["id"]: m for m in built.data["models"]}
+    last = int(evo["vae"]["epochs"][-1])
+    assert last == 4, "the tests' TINY trains 4 epochs (tests/conftest.py)"
+    # Dots to find on the canvas: isolated ones at epochs 0, 1, 3 (the subset) and the last (every code).
+    final = {m: floats(by_id[m]["codes"], (built.data["n_codes"], 2)) for m in ids}
+    dots = {}
+    for m in ids:
+        dots[m] = {}
+        for e in (0, 1, 3, last):
+            codes = evo[m]["codes"][e] if e < last else final[m]
+            dots[m][e] = {"isolated": isolated(codes, by_id[m]["extent"]),
+                          "any": [int(i) for i in np.random.default_rng(e).choice(len(codes), 5, replace=False)]}
+            # The first view holds every epoch's codes: none is off the plane.
+            x0, x1, y0, y1 = by_id[m]["extent"]
+            assert (codes >= [x0, y0]).all() and (codes <= [x1, y1]).all(), (m, e)
+    # At epoch 0 the codes sit in one small blob (the initial weights): no dot stands alone there.
+    assert sum(len(d["isolated"]) for by in dots.values() for d in by.values()) >= 20, dots
+    rng = np.random.default_rng(1)
+    x0, x1, y0, y1 = by_id["vae"]["extent"]
+    z = lambda u, v: [x0 + u * (x1 - x0), y0 + v * (y1 - y0)]  # noqa: E731
+    cases = {
+        "dots": dots,
+        # At a snapshot epoch (1), between two (3: epoch 2's decoder), before the first (0), and the CVAE's.
+        "hover": [{"id": "vae", "epoch": 1, "z": z(0.3, 0.6)}, {"id": "vae", "epoch": 3, "z": z(0.7, 0.4)},
+                  {"id": "ae", "epoch": 0, "z": [float(v) for v in final["ae"][:100].mean(axis=0)]},
+                  {"id": "cvae", "epoch": 2, "z": z(0.5, 0.5), "digit": 7}],
+        "numbers": {m: {"epochs": [0, 1, 2, 3], "points": rng.uniform([by_id[m]["extent"][0], by_id[m]["extent"][2]],
+                                                                      [by_id[m]["extent"][1], by_id[m]["extent"][3]],
+                                                                      (100, 2)).astype(np.float32).tolist()}
+                    for m in ids},
+        "last": last, "play_wait_ms": 600,
+    }
+    result = browser.probe(built.page, REPLAY_PROBE % json.dumps(cases), built.out, "replay.html")
+    assert "fatal" not in result, result
+    assert result["errors"] == [] and result["_console"] == [], (result["errors"], result["_console"])
+    return Replay(result, cases, evo, snaps)
+
+
+def keras_decode_at(project: Path, model_id: str, snaps, epoch: int, z: np.ndarray, digits=None) -> np.ndarray:
+    """Keras' decode of ``z`` with the decoder weights recorded at ``epoch`` (float32)."""
+    from stages.lib import models
+
+    decoder = models.load(project / f"artifacts/{model_id}/decoder.keras")
+    decoder.set_weights(snaps.weights("decoder", epoch, [w.path for w in decoder.weights]))
+    inputs = [z, models.one_hot(digits)] if digits is not None else z
+    return decoder.predict(inputs, verbose=0)
+
+
+@pytest.mark.slow
+def test_replay_slider_moves_the_dots_to_each_epochs_codes(built: Built, replay: Replay) -> None:
+    from stages.lib import explorer
+    from stages.lib.files import load_npz
+
+    r = replay.result
+    assert r["start"]["epoch"] == 4 and r["start"]["notes"]["value"] == "epoch 4 of 4"
+    n_codes = built.data["n_codes"]
+    for m, by_epoch in r["dots"].items():
+        ev = replay.evolution[m]
+        key = "z_test" if m == "ae" else "z_mean_test"
+        final = load_npz(built.project / f"artifacts/{m}/encodings.npz", [key])[key]
+        labels = np.frombuffer(base64.b64decode(built.data["labels"]), np.uint8)
+        for e, got in by_epoch.items():
+            e = int(e)
+            assert got["epoch"] == got["drawn_epoch"] == e and got["notes"]["slider"] == str(e), (m, e)
+            if e < 4:  # the subset's codes of that epoch, as the page carries them (3 high bytes of each)
+                codes = floats(got["codes"], (got["n"], 2))
+                assert got["n"] == len(ev["index"])
+                assert np.array_equal(codes, explorer.float24(ev["codes"][e])), (m, e)
+                assert np.abs(codes - ev["codes"][e]).max() <= 2 ** -15 * np.abs(ev["codes"][e]).max()
+                dot_labels = ev["labels"]
+                assert f"epoch {e}: {len(ev['index'])} test images (a fixed subset)" in got["notes"]["dots"]
+                assert "final model" in got["notes"]["encoder"]
+            else:  # the last epoch: every test code, which for the subset are its last recorded ones
+                codes = floats(got["codes"], (got["n"], 2))
+                assert got["n"] == n_codes and np.array_equal(codes, final), m
+                assert np.array_equal(codes[ev["index"]], ev["codes"][-1]), m
+                dot_labels = labels
+                assert got["notes"]["dots"] == "" and got["notes"]["encoder"] == ""
+            # Each isolated dot is on the points layer at its code, in its digit's colour (alpha 0.7); at
+            # any dot's code something is drawn (overlapping dots: alpha 0.7 or more).
+            chosen = replay.cases["dots"][m][e]
+            assert len(got["pixels"]) == len(chosen["isolated"]) + len(chosen["any"])
+            for i, rgba in zip(chosen["isolated"], got["pixels"]):
+                colour = [int(TAB10[dot_labels[i]][k:k + 2], 16) for k in (1, 3, 5)]
+                assert np.abs(np.array(rgba[:3]) - colour).max() <= 2 and abs(rgba[3] - 0.7 * 255) <= 1.5, (m, e, i, rgba)
+            for i, rgba in zip(chosen["any"], got["pixels"][len(chosen["isolated"]):]):
+                assert rgba[3] >= 0.7 * 255 - 1.5, (m, e, i, rgba)
+
+
+@pytest.mark.slow
+def test_replay_hover_decodes_with_that_epochs_decoder_snapshot(built: Built, replay: Replay) -> None:
+    worst = {}
+    for case, got in zip(replay.cases["hover"], replay.result["hover"]):
+        m, e = case["id"], case["epoch"]
+        snaps = replay.snapshots[m]
+        recorded = snaps.epochs["decoder"].tolist()
+        assert recorded == [1, 2, 4]
+        expected_epoch = max([d for d in recorded if d <= e] or recorded[:1])
+        assert got["epoch"] == e and got["decoder_epoch"] == expected_epoch, (case, got["decoder_epoch"])
+        note = got["notes"]["decoder"]
+        assert f"decoded by the decoder of epoch {expected_epoch}" in note, note
+        if expected_epoch != e:  # between snapshots the page says which one decodes, and which exist
+            assert ("the first snapshot" if e == 0 else "the nearest snapshot before") in note
+            assert "snapshots at epochs 1, 2, 4" in note
+        cursor = np.array([got["cursor"]], np.float32)
+        assert np.allclose(cursor[0], case["z"], atol=0.05 * np.abs(case["z"]).max() + 0.05)
+        digits = [got["digit"]] if m == "cvae" else None
+        expected = keras_decode_at(built.project, m, snaps, expected_epoch, cursor, digits)[0]
+        shown = np.frombuffer(base64.b64decode(got["shown"]), "<f4")
+        worst[(m, e)] = float(np.abs(shown - expected).max())
+        assert worst[(m, e)] <= 1e-3, (m, e, worst[(m, e)])
+    print("hover, max |page - keras| per pixel:", worst)
+
+
+@pytest.mark.slow
+def test_replay_decoder_snapshots_decode_within_1e3_of_keras(built: Built, replay: Replay) -> None:
+    """100 points per model and epoch, through the page's 3-byte weights, against Keras' float32 ones."""
+    worst = {}
+    for m, case in replay.cases["numbers"].items():
+        snaps = replay.snapshots[m]
+        points = np.array(case["points"], np.float32)
+        digits = [j % 10 for j in range(len(points))] if m == "cvae" else None
+        for e in case["epochs"]:
+            got = replay.result["numbers"][m][str(e)]
+            d = got["decoder_epoch"]
+            expected = keras_decode_at(built.project, m, snaps, d, points, digits)
+            decoded = floats(got["decoded"], (len(points), 784))
+            worst[(m, e, d)] = float(np.abs(decoded - expected).max())
+            assert worst[(m, e, d)] <= 1e-3, (m, e, d, worst[(m, e, d)])
+            # Not the final decoder's decodes: the snapshot is another model.
+            if d != 4:
+                final = keras_decode_at(built.project, m, snaps, 4, points, digits)
+                assert np.abs(final - expected).max() > 1e-2, (m, e)
+    print("snapshot decodes, max |page - keras| per pixel:", worst)
+
+
+@pytest.mark.slow
+def test_replay_keeps_the_epoch_across_models_and_plays(replay: Replay) -> None:
+    s = replay.result["switch"]
+    assert s["ae"]["epoch"] == 2 and s["ae"]["notes"]["slider"] == "2" and not s["ae"]["notes"]["disabled"]
+    assert s["beta_2"]["epoch"] is None and s["beta_2"]["notes"]["disabled"] and s["beta_2"]["n"] == 10000
+    assert s["beta_2"]["notes"]["value"] == "final (training not recorded)" and s["beta_2"]["notes"]["decoder"] == ""
+    assert s["cvae"]["epoch"] == 2 and s["cvae"]["notes"]["value"] == "epoch 2 of 4"
+    p = replay.result["play"]
+    assert p["first"] == 0 and p["pressed"] == "true" and "Pause" in p["label"]
+    assert 0 < p["later"] <= 4
+    assert p["end"] == {"epoch": 4, "playing": None, "pressed": "false", "label": "▶ Play"}
+
+
+def test_default_size_page_stays_under_its_bound() -> None:
+    """The page with the default params' shapes: every model of the sweep, 50 epochs of 2000 codes,
+    4 decoder snapshots per model (untrained models and random codes: base64 does not compress, so
+    the size depends on the shapes only). The stage checks the same bound on the real page."""
+    import yaml
+
+    from stages.lib import explorer, models, snapshots
+    from tests.conftest import ROOT
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    rng = np.random.default_rng(0)
+    n_test = 10000
+    index = np.sort(rng.choice(n_test, p["evolution"]["images"], replace=False))
+    entries = []
+    for src in explorer.sources(tuple(p["beta_sweep"]["betas"]), p["vae"]["beta"], p["cvae"]["beta"]):
+        block = p[src.id] if src.replay else p["vae"]
+        model = models.build(src.kind, block["latent_dim"], tuple(block["hidden"]), seed=0)
+        codes = rng.standard_normal((n_test, 2)).astype(np.float32)
+        replay_data = None
+        if src.replay:
+            n_epochs = block["epochs"]
+            evolution = {"codes": np.concatenate([rng.standard_normal((n_epochs, len(index), 2)), codes[index][None]]
+                                                 ).astype(np.float32),
+                         "epochs": np.arange(n_epochs + 1), "index": index}
+            final = {w.path: v for w, v in zip(model.decoder.weights, model.decoder.get_weights())}
+            recorded = {e: {k: v + np.float32(0.01) for k, v in final.items()}
+                        for e in snapshots.DECODER_EPOCHS if e < n_epochs}
+            arrays = snapshots.arrays({"encoder": {0: {"unused": np.zeros(1, np.float32)}},
+                                       "decoder": {**recorded, n_epochs: final}})
+            snaps = snapshots.Snapshots(Path("synthetic"), {part: arrays.pop(f"{part}_epochs")
+                                                            for part in snapshots.PARTS}, arrays)
+            replay_data = explorer.replay_entry(src, model.decoder, codes, evolution, snaps)
+            assert len(replay_data["decoders"]) == len(recorded)
+        entries.append(explorer.model_entry(src, model.encoder, model.decoder, codes, replay_data,
+                                            evolution["codes"] if src.replay else None))
+    labels = rng.integers(0, 10, n_test).astype(np.uint8)
+    shown = explorer.image_subset(n_test, p["explore"]["images"], 0)
+    images = rng.integers(0, 256, (len(shown), 28, 28)).astype(np.uint8)
+    page = explorer.render(explorer.payload(entries, labels, images, labels[shown], shown, p["explore"]["steps"]),
+                           max_bytes=10**9)
+    size = len(page.encode())
+    print(f"default-size explorer page: {size} bytes (bound {explorer.MAX_PAGE_BYTES})")
+    assert size <= explorer.MAX_PAGE_BYTES
+    # ... and over the bound the stage's render refuses, in one line.
+    from stages.lib import StageError
+    with pytest.raises(StageError, match=r"^artifacts/explorer/index\.html: \d+ bytes, over the page's bound of "
+                                         r"1000000 \(explorer\.MAX_PAGE_BYTES\); nothing written") as exc:
+        explorer.render(explorer.payload(entries[:1], labels, images, labels[shown], shown, 10), max_bytes=10**6,
+                        name="artifacts/explorer/index.html")
+    assert "\n" not in str(exc.value)

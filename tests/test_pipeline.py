@@ -52,9 +52,10 @@ def would_run(project: Project, changes: dict) -> set[str]:
 
 
 LIKELIHOOD = {"likelihood@vae", "likelihood@cvae", "likelihood@beta_sweep"}
+EVOLUTION = {"evolution@ae", "evolution@vae", "evolution@cvae"}
 COMPUTING = {"train@ae", "train@vae", "train@cvae", "train_classifier", "plot_samples", "beta_sweep",
-             "plot_beta_sweep", "explore", *LIKELIHOOD, *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate")
-                                                for m in ("ae", "vae", "cvae"))}
+             "plot_beta_sweep", "explore", "animate", *LIKELIHOOD, *EVOLUTION,
+             *(f"{s}@{m}" for s in ("encode", "generate", "plot", "evaluate") for m in ("ae", "vae", "cvae"))}
 
 
 def finite_numbers(data: object, where: str = "") -> list[tuple[str, float]]:
@@ -77,10 +78,12 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
             assert (tiny.path / out["path"]).exists(), f"{name}: {out['path']} missing"
     for png in (tiny.path / "artifacts").rglob("*.png"):
         assert png.stat().st_size < 500_000, png
+    assert (tiny.path / "artifacts/evolution.gif").stat().st_size < 2_000_000
     assert "up to date" in tiny.dvc("status").stdout
     # Committed for review: metrics, history and figures; cached, so git-ignored: models and arrays.
     tracked = tiny.git("ls-files", "artifacts").stdout.split()
     assert "artifacts/vae/metrics.json" in tracked and "artifacts/ae/manifold.png" in tracked
+    assert "artifacts/vae/evolution.tsv" in tracked and "artifacts/evolution.gif" in tracked
     assert not [t for t in tracked if t.endswith((".keras", ".npz", ".npy"))]
 
     # The numbers: every key the README and compare read, finite, shares in [0, 1].
@@ -128,6 +131,11 @@ DIRECT = [
     ({"vae": {"beta": 0.5}}, {"train@vae", "plot_beta_sweep", "explore"}),  # explore: for its labels
     ({"cvae": {"beta": 2.0}}, {"train@cvae", "explore"}),
     ({"explore": {"steps": 12}}, {"explore"}),
+    # Another subset of test images to follow through training: no model retrains.
+    ({"evolution": {"images": 1000}}, EVOLUTION),
+    ({"animate": {"frame_ms": 100}}, {"animate"}),
+    ({"plot": {"scatter": {"cmap": "tab20"}}}, {"plot@ae", "plot@vae", "plot@cvae", "animate"}),
+    ({"plot": {"scatter": {"point_size": 1.0}}}, {"plot@ae", "plot@vae", "plot@cvae"}),
     ({"vae": {"epochs": 2}}, {"train@vae", "beta_sweep"}),
     ({"ae": {"epochs": 2}}, {"train@ae"}),
     ({"classifier": {"epochs": 2}}, {"train_classifier"}),
@@ -139,7 +147,8 @@ DIRECT = [
     ({"beta_sweep": {"betas": [2, 4]}}, {"beta_sweep", "explore"}),
     ({"fetch": {"timeout": 10}}, {"fetch"}),
     ({"data": {"binarize": "dynamic"}}, {"train@ae", "train@vae", "train@cvae", "beta_sweep",
-                                         "encode@ae", "encode@vae", "encode@cvae", *LIKELIHOOD, "explore"}),
+                                         "encode@ae", "encode@vae", "encode@cvae", *LIKELIHOOD, *EVOLUTION,
+                                         "explore"}),
     ({"likelihood": {"images": 50}}, LIKELIHOOD),
     ({"compute": {"portable": False}}, COMPUTING),
 ]

@@ -105,16 +105,18 @@ def vendored_scripts(page_html: str) -> str:
 
 
 def declared_curves(project: Path) -> list[dict]:
-    """The stages' plots with x and y (the history TSVs), foreach resolved: each is one chart."""
+    """The stages' plots with x and y (the history and evolution TSVs), foreach resolved: each is one chart."""
     curves = []
     for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
         items, body = (stage["foreach"], stage["do"]) if "foreach" in stage else ([None], stage)
-        for item in items:
+        for item in items:  # a list foreach names ${item}; a mapping one names ${key}
             for entry in body.get("plots") or []:
                 if isinstance(entry, dict):
                     (name, props), = entry.items()
                     if isinstance(props, dict) and "y" in props:
-                        curves.append({"path": name.replace("${item}", str(item)), **props})
+                        name = name.replace("${key}" if isinstance(items, dict) else "${item}", str(item))
+                        assert "${" not in name, name
+                        curves.append({"path": name, **props})
     return curves
 
 
@@ -172,7 +174,8 @@ def test_chromium_draws_the_loss_curves(rendered: Rendered) -> None:
     result = rendered.result
     assert result["vega"] and not result["errors"], result["errors"]
     curves = declared_curves(rendered.project)
-    assert len(curves) == 3 and all(isinstance(c["y"], str) for c in curves), curves  # one per model
+    # Per model: its history and its spread by epoch (evolution.tsv).
+    assert len(curves) == 6 and all(isinstance(c["y"], str) for c in curves), curves
     assert len(result["charts"]) == len(curves), result["charts"]
     assert all("error" not in chart for chart in result["charts"]), result["charts"]
     # One chart per declared history, in the element DVC names after the file (its id: the path

@@ -39,18 +39,20 @@ DRIVER = ROOT / "tests" / "portable_driver.py"
 # its 41 x 41 = 1681 points: predictions of that many rows went through Eigen, blocked by the
 # CPU's cache sizes, before the recipe routed them to XLA's own matrix products.
 PARAMS = deep_update(copy.deepcopy(TINY), {
-    "data": {"train_limit": 512}, "evaluate": {"n_samples": 200},
+    "data": {"train_limit": 512}, "evaluate": {"n_samples": 200}, "vae": {"epochs": 2},
     "likelihood": {"images": 20, "iwae_k": [1, 10], "grid": {"points": 21, "tolerance": 50.0}}})
 # Every kind of computation the stages make, each once: XLA training of the dense models (the
 # VAE: dense layers, the Sampling layer, Adam) and of the classifier; XLA predictions of
 # encoders, decoders and the classifier (encode, generate, evaluate); the likelihood's XLA
 # functions and float64 numpy; evaluate's kNN, entropies and latent statistics; matplotlib's
-# figures (plot); and numpy's own maths on fixed inputs (numpy_math). The AE, the CVAE and the
+# figures (plot); the recorded weights and every epoch's codes by them with their percentiles
+# (evolution); and numpy's own maths on fixed inputs (numpy_math). The AE, the CVAE and the
 # beta sweep run the same code paths with other shapes.
-STEPS = ["train:vae", "train_classifier", "encode:vae", "generate:vae", "evaluate:vae", "likelihood:vae",
-         "plot:vae", "numpy_math"]
+STEPS = ["train:vae", "train_classifier", "encode:vae", "evolution:vae", "generate:vae", "evaluate:vae",
+         "likelihood:vae", "plot:vae", "numpy_math"]
 EXPECTED = [f"artifacts/vae/{f}" for f in (
     "encoder.keras", "decoder.keras", "metrics.json", "history.tsv", "encodings.npz", "manifold.npy",
+    "snapshots.npz", "evolution.npz", "evolution.tsv",
     "generated.npy", "evaluation.json", "likelihood.json", "latent_scatter.png", "latent_histograms.png",
     "training_curves.png", "manifold.png", "generated.png")] + [
     "artifacts/classifier/model.keras", "artifacts/classifier/metrics.json",

@@ -47,7 +47,7 @@ def declared_images(project: Path) -> list[str]:
                 assert "${" not in name, f"unresolved template in {name}"
                 names.append(name)
     assert not (yaml.safe_load((project / "dvc.yaml").read_text()).get("plots")), "top-level plots are gone"
-    return [n for n in names if n.endswith(".png")]
+    return [n for n in names if n.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".svg"))]  # evolution.gif too
 
 
 def git_bytes(project: Project, rev: str, path: str) -> bytes | None:

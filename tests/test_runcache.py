@@ -56,7 +56,7 @@ def tiny(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Pa
     # A training param: the VAE and the sweep (which takes every vae setting but beta), and downstream.
     ({"vae": {"learning_rate": 0.002}},
      {"train@vae", "encode@vae", "generate@vae", "plot@vae", "evaluate@vae", "likelihood@vae", "beta_sweep",
-      "likelihood@beta_sweep", "plot_beta_sweep", "explore"}),
+      "likelihood@beta_sweep", "plot_beta_sweep", "evolution@vae", "animate", "explore"}),
     # A plot param: every figure.
     ({"plot": {"dpi": 81}}, {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}),
 ])

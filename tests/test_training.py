@@ -22,19 +22,42 @@ def data(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[np.
     return arrays["x_train"][:3000].astype(np.float32) / 255, arrays["x_test"][:500].astype(np.float32) / 255
 
 
-def test_training_lowers_the_loss_and_is_deterministic(data, tmp_path: Path) -> None:
+def test_training_lowers_the_loss_is_deterministic_and_recording_changes_nothing(data, tmp_path: Path) -> None:
+    """Two trainings, the first recording its weights (snapshots.Recorder): the same bytes. The recorder
+    only reads variables; one that called the encoder (whose Sampling layer advances its seed
+    generator) or touched the data would change the second run's models."""
+    from stages.lib import models, snapshots
+
     x_train, x_test = data
-    outs = [tmp_path / "run1", tmp_path / "run2"]
-    metrics = [training.train("vae", P, x_train, x_test, out) for out in outs]
+    outs = [tmp_path / "recorded", tmp_path / "plain"]
+    metrics = [training.train("vae", P, x_train, x_test, outs[0], recorder=snapshots.Recorder()),
+               training.train("vae", P, x_train, x_test, outs[1])]
     history = np.genfromtxt(outs[0] / "history.tsv", names=True, delimiter="\t")
     assert history["loss"][-1] < history["loss"][0] - 50
     assert history["test_loss"][-1] < history["test_loss"][0]
     assert metrics[0] == metrics[1]
     for name in ["encoder.keras", "decoder.keras", "history.tsv", "metrics.json"]:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    assert not (outs[1] / snapshots.FILE).exists()
     saved = json.loads((outs[0] / "metrics.json").read_text())
     assert set(saved) == {"test_reconstruction", "test_kl", "test_neg_elbo"}
     assert saved["test_neg_elbo"] == pytest.approx(saved["test_reconstruction"] + saved["test_kl"], abs=1e-3)
+
+    # The snapshots: every epoch's encoder from 0, the initialisation (the same seeded build as
+    # training's), to the saved one; the decoder at 1, 2 and the last (P trains 3 epochs).
+    s = snapshots.load(outs[0] / snapshots.FILE)
+    assert s.epochs["encoder"].tolist() == [0, 1, 2, 3] and s.epochs["decoder"].tolist() == [1, 2, 3]
+    compute.seed_everything(P.seed)
+    initial = models.build("vae", P.latent_dim, P.hidden, beta=P.beta, seed=P.seed)
+    for part, start in (("encoder", 0), ("decoder", 1)):
+        final = models.load(outs[0] / f"{part}.keras")
+        paths = [w.path for w in final.weights]
+        last = s.weights(part, P.epochs, paths)
+        assert all(np.array_equal(a, b) for a, b in zip(last, final.get_weights())), part
+        assert all(a.dtype == np.float32 for a in last)
+        assert not all(np.array_equal(a, b) for a, b in zip(s.weights(part, start, paths), last)), part
+    at_0 = s.weights("encoder", 0, [w.path for w in initial.encoder.weights])
+    assert all(np.array_equal(a, b) for a, b in zip(at_0, initial.encoder.get_weights()))
 
 
 def test_ae_training_lowers_the_loss(data, tmp_path: Path) -> None:

@@ -249,6 +249,17 @@ class ExploreParams(Block):
     steps: StrictInt = Field(ge=2, le=32)             # decodes in the interpolation strip
 
 
+class EvolutionParams(Block):
+    images: StrictInt = Field(ge=100, le=10000)       # test images encoded at every epoch (evolution@<model>)
+    seed: StrictInt = Field(ge=0)                     # which ones: the same for every model
+
+
+class AnimateParams(Block):
+    frame_ms: StrictInt = Field(ge=20, le=5000)       # how long each epoch's frame shows
+    last_frame_ms: StrictInt = Field(ge=20, le=20000) # the last epoch's, before the loop starts over
+    point_size: StrictFloat = Field(gt=0)             # marker area, points^2
+
+
 # --- loading ------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
@@ -400,4 +411,6 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "likelihood": LikelihoodParams,
     "explore": ExploreParams,
     "paper": PaperParams,
+    "evolution": EvolutionParams,
+    "animate": AnimateParams,
 }

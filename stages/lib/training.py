@@ -1,6 +1,6 @@
 """Training and evaluation shared by the training stages (train@<model>, train_classifier, beta_sweep, paper_train): seeding, input pipeline, fit, outputs.
 
-The fast setup (measured by ``make bench``, docs/speed.md): float32 pixel vectors
+The fast setup (measured by ``make bench``, see README): float32 pixel vectors
 in a ``tf.data`` pipeline built once, the train step compiled with XLA, several
 steps per call into TensorFlow, and evaluation in large batches.
 
@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import keras
 import numpy as np
@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from stages.lib import StageError, mnist, models
 from stages.lib.compute import seed_everything
-from stages.lib.files import atomic_folder, json_text, tsv_text, write_text
+from stages.lib.files import atomic_folder, json_text, tsv_text, write_npz, write_text
 
 if TYPE_CHECKING:  # a type only: params.py holds no computation (tests/test_map.py)
     from stages.lib.params import TrainParams
@@ -95,6 +95,14 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if any(not math.isfinite(float(v)) for v in (logs or {}).values()):
             self.model.stop_training = True
+
+
+class Recorder(Protocol):
+    """A callback that records something through training, written beside the models as one NPZ
+    (stages/lib/snapshots.py's, for train@<model>)."""
+    file: str
+
+    def arrays(self) -> dict[str, Any]: ...
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int) -> float:
@@ -240,8 +248,8 @@ def evaluate(model: models.AE, test: Any) -> dict[str, float]:
 
 
 def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float]],
-                  metrics: dict[str, float]) -> None:
-    """encoder.keras, decoder.keras, history.tsv, metrics.json, all or none.
+                  metrics: dict[str, float], recorder: Recorder | None = None) -> None:
+    """encoder.keras, decoder.keras, history.tsv, metrics.json (and the recorder's file), all or none.
 
     The texts are made (and metrics checked: a NaN raises a StageError naming the file and the
     key) before anything is written; then the four files are written into a staging folder and
@@ -256,17 +264,22 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
         models.save(model.decoder, staging / "decoder.keras")
         write_text(staging / "history.tsv", history_text)
         write_text(staging / "metrics.json", metrics_text)
+        if recorder is not None:
+            write_npz(staging / recorder.file, recorder.arrays())
 
 
 def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage: str, binarize: str = "none",
-               progress: bool = False) -> tuple[models.AE, dict[str, list[float]], dict[str, float]]:
+               progress: bool = False, recorder: Recorder | None = None
+               ) -> tuple[models.AE, dict[str, list[float]], dict[str, float]]:
     """Seed, build and fit one model under ``p``'s protocol, and score it on the test set: (model,
     history, metrics). ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels)).
 
     A VAE's ``p.kl_warmup_epochs``, ``p.validation`` and ``p.patience``, when set, add the KL warm-up,
     the validation split (drawn from ``train_data``) and early stopping; the metrics then also hold
     ``best_epoch`` and ``epochs_run`` (1-based) and the best ``validation_neg_elbo``. ``progress``:
-    one EpochLine per epoch instead of Keras' output.
+    one EpochLine per epoch instead of Keras' output. ``recorder``: a callback that records through
+    training (snapshots.Recorder), first in line, so that it sees each epoch's weights before an early
+    stopping restores the best ones.
     """
     seed_everything(p.seed)
     beta, warmup = getattr(p, "beta", 1.0), getattr(p, "kl_warmup_epochs", 0)
@@ -274,7 +287,9 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
     weight = keras.Variable(kl_weight(beta, warmup, 1), dtype="float32", trainable=False, name="kl_weight") \
         if warmup else beta
     model = models.build(kind, p.latent_dim, p.hidden, beta=weight, seed=p.seed)
-    callbacks: list[keras.callbacks.Callback] = [KLWarmup(beta, warmup)] if warmup else []
+    callbacks: list[keras.callbacks.Callback] = [recorder] if recorder is not None else []
+    if warmup:
+        callbacks.append(KLWarmup(beta, warmup))
     validation = None
     if getattr(p, "validation", 0):
         train_data, validation = split_validation(train_data, p.validation, p.validation_seed, binarize)
@@ -302,11 +317,15 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
 
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
-          binarize: str = "none", stage: str | None = None, progress: bool = False) -> dict[str, float]:
+          binarize: str = "none", stage: str | None = None, progress: bool = False,
+          recorder: Recorder | None = None) -> dict[str, float]:
     """Seed, build, fit and evaluate one model (``fit_scored``); write its outputs; return its metrics.
 
     ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels) tuples).
+    ``recorder``: a callback that records through training (snapshots.Recorder); its file is
+    written with the models.
     """
-    model, history, metrics = fit_scored(kind, p, train_data, test_data, stage or f"train@{kind}", binarize, progress)
-    write_outputs(out_dir, model, history, metrics)
+    model, history, metrics = fit_scored(kind, p, train_data, test_data, stage or f"train@{kind}", binarize, progress,
+                                         recorder)
+    write_outputs(out_dir, model, history, metrics, recorder)
     return metrics
