@@ -190,7 +190,9 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best(data: dic
         *a, callbacks=[*callbacks, snapshots.callback], **k))
     p = P.model_copy(update={"epochs": 60, "learning_rate": 0.01, "batch_size": 32, "kl_warmup_epochs": 3,
                              "validation": 400, "validation_seed": 1, "patience": 3})
-    metrics = training.train("vae", p, data["x"][:800], data["x_test"], tmp_path)
+    from stages.lib import snapshots as recorded
+
+    metrics = training.train("vae", p, data["x"][:800], data["x_test"], tmp_path, recorder=recorded.Recorder())
     h = np.genfromtxt(tmp_path / "history.tsv", names=True, delimiter="\t")
     val = h["validation_neg_elbo"]
     watched = np.arange(len(val)) >= p.kl_warmup_epochs - 1            # from the first full-weight epoch
@@ -204,6 +206,14 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best(data: dic
         np.testing.assert_array_equal(got, want)
     assert any(not np.array_equal(a, b) for a, b in zip(saved, snapshots.weights[-1]))
     assert json.loads((tmp_path / "metrics.json").read_text())["best_epoch"] == best
+    # The recorded replay (snapshots.npz) ends at the saved model: epochs 0 to best, its last encoder
+    # and decoder the saved ones.
+    snap = recorded.load(tmp_path / "snapshots.npz")
+    assert snap.epochs["encoder"].tolist() == list(range(best + 1)) and snap.epochs["decoder"][-1] == best
+    encoder, decoder = models.load(tmp_path / "encoder.keras"), models.load(tmp_path / "decoder.keras")
+    for model, part in ((encoder, "encoder"), (decoder, "decoder")):
+        for got, want in zip(snap.weights(part, best, [w.path for w in model.weights]), model.get_weights()):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.slow
