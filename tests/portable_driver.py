@@ -66,11 +66,38 @@ def numpy_math() -> None:
         "latent": metrics.latent_statistics(codes, labels)}, digits=None)
 
 
+def full_size_products() -> None:
+    """Predictions at the stages' full-size shapes, whatever the params: 2000-row encoder batches
+    (encode, evaluate, explore) and the decoded 41 x 41 latent grid, for the notebook's 784-128-16-2
+    and the paper's 784-256-128-2, with seeded random weights. Matrix products of that many rows
+    went to Eigen, blocked by the CPU's cache sizes, before the recipe pinned them: the tiny
+    params' smaller batches alone would not show such a difference."""
+    import keras
+    import numpy as np
+
+    from stages.lib import files, models
+    from stages.lib.grid import latent_grid
+
+    rng = np.random.default_rng(1)
+    images = rng.random((2000, 28, 28), dtype=np.float32)
+    xs, ys = latent_grid(-2.0, 2.0, -2.0, 2.0, 0.1)
+    grid = np.array([(x, y) for y in ys for x in xs], dtype=np.float32)
+    out = {}
+    for name, hidden in {"notebook": (128, 16), "davidson": (256, 128)}.items():
+        keras.utils.set_random_seed(0)
+        encoder = models.build_encoder(2, hidden, variational=True, seed=0)
+        decoder = models.build_decoder(2, hidden)
+        z_mean, z_log_var, _ = models.encode(encoder, images)
+        out[f"{name}_z_mean"], out[f"{name}_z_log_var"] = z_mean, z_log_var
+        out[f"{name}_grid"] = models.decode(decoder, grid)
+    files.write_npz("artifacts/full_size_products.npz", out)
+
+
 def main(steps: list[str]) -> None:
     fewer_images()
     for step in steps:
-        if step == "numpy_math":
-            numpy_math()
+        if step in ("numpy_math", "full_size_products"):
+            globals()[step]()
             continue
         module, _, arg = step.partition(":")
         stage = importlib.import_module(f"stages.{module}")

@@ -23,8 +23,10 @@ PORTABLE_ENV: dict[str, str] = {
     # (without these two, the trained VAE's weights moved by ~1e-7 on the same 2-core machine).
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
-    # XLA's CPU code (the train steps). Without max ISA AVX, LLVM vectorises for the CPU it runs
-    # on (AVX-512 here) and contracts to FMA: the VAE's weights and history differ. Without the
+    # XLA's CPU code (the train steps). Max ISA AVX2: LLVM emits AVX2 and FMA code, which every
+    # CPU this mode promises runs alike; without a cap it vectorises for the CPU it runs on
+    # (AVX-512 here) and the VAE's weights and history differ. (Until 2026-12 the cap was AVX,
+    # no FMA: the same guarantee, ~1.3x slower per epoch; docs/speed.md.) Without the
     # empty YNNPACK fusion type, XLA hands dots to YNNPACK, which dispatches per CPU: weights,
     # history and metrics differ. Without multi_thread_eigen=false, XLA's own thread pool splits
     # the dots: weights differ. XNNPACK and platform-dependent math changed nothing here when
@@ -32,14 +34,18 @@ PORTABLE_ENV: dict[str, str] = {
     # The LLVM IR GEMM option: XLA otherwise hands large matrix products to Eigen, whose blocking
     # follows the cache sizes the CPU reports (our reading of the sources); without it the decoded
     # 1681-point grid, the CVAE's encodings and a CNN's predictions differed under -cpu Haswell.
-    # XLA's own GEMM is code LLVM emits under max_isa, the same on every CPU; it costs ~1.3x per epoch.
+    # XLA's own GEMM is code LLVM emits under max_isa, the same on every CPU. The two LLVM options
+    # after it pin how the loop vectoriser splits a reduction (8 lanes, no interleaving): LLVM
+    # otherwise picks them by the tuning of the CPU it runs on, and a sum's order moves with them
+    # (seen under qemu's Skylake and Alder Lake models with the AVX2 cap).
     "XLA_FLAGS": " ".join([
-        "--xla_cpu_max_isa=AVX",
+        "--xla_cpu_max_isa=AVX2",
         "--xla_cpu_experimental_ynn_fusion_type=",
         "--xla_cpu_use_xnnpack=false",
         "--xla_cpu_enable_platform_dependent_math=false",
         "--xla_cpu_multi_thread_eigen=false",
-        "--xla_backend_extra_options=xla_force_enable_experimental_llvm_ir_gemm",
+        "--xla_backend_extra_options=xla_force_enable_experimental_llvm_ir_gemm,"
+        "-force-vector-width=8,-force-vector-interleave=1",
     ]),
     # oneDNN picks kernels per CPU even with its graph rewrites off: cap it at AVX2. All the
     # arithmetic runs in XLA now, yet without these two the VAE's and the classifier's weights
