@@ -157,6 +157,26 @@ def test_the_lock_names_only_stages_of_dvc_yaml() -> None:
     assert not stale, f"dvc.lock holds stages dvc.yaml no longer has (remove them): {sorted(stale)}"
 
 
+def test_make_repro_waves_are_independent_stages_of_dvc_yaml() -> None:
+    """`make repro` runs each wave of TRAIN_WAVES two at a time: its stages must be stages of dvc.yaml,
+    none upstream of another in its wave (the other would run it too, at the same time)."""
+    import re
+
+    import networkx as nx
+    from dvc.repo import Repo
+
+    waves = re.search(r"^TRAIN_WAVES := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert waves, "no TRAIN_WAVES in the Makefile"
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph  # edges from a stage to the stages it depends on
+        by_name = {stage.addressing: stage for stage in graph}
+        for wave in waves:
+            names = wave.split(",")
+            assert len(names) == 2 and set(names) <= set(by_name), (wave, sorted(by_name))
+            a, b = (by_name[n] for n in names)
+            assert not nx.has_path(graph, a, b) and not nx.has_path(graph, b, a), f"{wave}: one depends on the other"
+
+
 # --- params -------------------------------------------------------------------------------------
 
 def _literal(node: ast.expr, argument: str | None) -> str | tuple | None:
