@@ -755,3 +755,22 @@ def test_default_size_page_stays_under_its_bound() -> None:
         explorer.render(explorer.payload(entries[:1], labels, images, labels[shown], shown, 10), max_bytes=10**6,
                         name="artifacts/explorer/index.html")
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("probe_js, message", [
+    # The numbers probe has no catch: an exception in it reaches the page's error handler.
+    ("window.explorer.decodeRaw('no such model', 0, 0);", "no such model"),
+    # The interaction probes catch their own and report them as fatal.
+    ("Promise.reject(new Error('pad broke')).catch(function (e) { document.getElementById('probe')"
+     ".textContent = JSON.stringify({fatal: String(e)}); });", "pad broke"),
+])
+def test_a_javascript_exception_fails_the_probe_with_its_message(tmp_path: Path, probe_js: str,
+                                                                 message: str) -> None:
+    if not browser.CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {browser.CHROMIUM}: tools/install-system-deps installs it")
+    page = tmp_path / "page.html"
+    page.write_text("<!doctype html><html><head><title>t</title></head><body><script>"
+                    "window.explorer = {decodeRaw: function (id) { throw new Error(id + ': unknown'); }};"
+                    "</script></body></html>")
+    with pytest.raises(AssertionError, match=message):
+        browser.probe(page, f'<pre id="probe"></pre><script>{probe_js}</script>', tmp_path)

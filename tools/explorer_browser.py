@@ -204,9 +204,14 @@ def probe(page: Path, probe_html: str, out_dir: Path, name: str = "probed.html",
     try:
         browser.open(copy.as_uri())
         text = browser.evaluate(READ_PROBE)
+        # A JavaScript exception fails here, with its message: a probe's own catch reports it as
+        # `fatal`; one it did not catch (or the page's) reaches window.__errors through CATCH.
+        errors = json.loads(browser.evaluate("JSON.stringify(window.__errors || [])") or "[]")
         if not text:
-            raise AssertionError("the probe did not report (did the page fail to load?)")
+            raise AssertionError(f"the probe did not report; the page's errors: {errors or 'none'}")
         result = json.loads(text)
+        if "fatal" in result:
+            raise AssertionError(f"the probe failed: {result['fatal']}; the page's errors: {errors or 'none'}")
         result["_requests"], result["_console"] = browser.requests(), browser.console()
         return result
     finally:
