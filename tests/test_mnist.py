@@ -113,6 +113,37 @@ def test_fetch_from_http_server_caches_downloads(mnist_dir: Path, tmp_path: Path
     check_arrays(mnist.fetch([server.url], cache, 1, 0, env={}))
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_cached_download_is_fetched_again(mnist_dir: Path, tmp_path: Path, serve, damage: str) -> None:
+    """A file of the download cache that no longer matches its checksum (a flipped byte, a cut-off
+    copy) is not used: fetch downloads that one file again, and only that one, and repairs the cache."""
+    import http.server
+
+    requests: list[str] = []
+
+    class Counting(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path.rsplit("/", 1)[-1])
+            super().do_GET()
+
+    server = serve(mnist_dir, Counting)
+    cache = tmp_path / "cache"
+    mnist.fetch([server.url], cache, 5, 0, env={})
+    assert sorted(requests) == sorted(NAMES)
+    victim = cache / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 2:]
+    victim.write_bytes(bytes(data))
+    requests.clear()
+    check_arrays(mnist.fetch([server.url], cache, 5, 0, env={}))
+    assert requests == [victim.name]
+    assert victim.read_bytes() == (mnist_dir / victim.name).read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(NAMES)
+
+
 @pytest.mark.parametrize("how", ["corrupt", "truncate"])
 def test_bad_first_source_falls_back_to_second(mnist_dir: Path, tmp_path: Path, serve, bad_mirror,
                                                how: str) -> None:
