@@ -16,7 +16,7 @@ def run(main: Callable[..., None], compute: bool = True, choices: Sequence[str] 
     """Run a stage's main(); report a StageError as one clear line and a non-zero exit, no traceback.
 
     ``compute``: the stage computes with numpy or TensorFlow, so it first applies
-    ``compute.portable`` from params.yaml (stages/lib/compute.py), which may re-execute it.
+    ``compute.portable`` from params.yaml (stages/lib/compute.py), which may run it again in a child process.
     ``choices``: the stage takes one command-line argument, one of these (``MODELS`` for the
     per-model stages), and main receives it.
     """

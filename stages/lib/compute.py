@@ -9,7 +9,7 @@ on that CPU.
 
 These libraries read their settings from the environment once, when they load,
 so ``stages.lib.run`` applies them before a stage imports any of them: when the
-environment lacks them, it sets them and re-executes the stage.
+environment lacks them, it sets them and runs the stage again in a child process.
 """
 from __future__ import annotations
 
@@ -79,11 +79,18 @@ def environment(portable: bool) -> dict[str, str]:
     return dict(PORTABLE_ENV) if portable else {}
 
 
-def apply(portable: bool) -> None:
-    """Make this process compute as ``portable`` says: re-execute it with the settings if they are missing.
+# With the vectoriser pinned, LLVM reports on stderr every loop it cannot vectorise at that width
+# ("remark: <unknown>:0:0: loop not vectorized: ..."): hundreds of lines per run, a third of a full
+# `dvc repro`'s output, that tell a user nothing. The stage's child process runs without them.
+LLVM_REMARK = b"remark: <unknown>:0:0: loop not vectorized"
 
-    Must run before numpy or TensorFlow compute anything; the re-executed process
-    imports them afresh with the settings in place.
+
+def apply(portable: bool) -> None:
+    """Make this process compute as ``portable`` says: if the settings are missing, run the stage
+    again in a child process that has them, and exit with its exit code.
+
+    Must run before numpy or TensorFlow compute anything; the child imports them afresh with
+    the settings in place. This process only forwards the child's stderr, less LLVM's remarks.
     """
     wanted = environment(portable)
     if all(os.environ.get(k) == v for k, v in wanted.items()):
@@ -91,4 +98,22 @@ def apply(portable: bool) -> None:
     os.environ.update(wanted)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    sys.exit(run_filtered([sys.executable, *sys.orig_argv[1:]]))
+
+
+def run_filtered(argv: list[str]) -> int:
+    """Run ``argv`` in this environment, its stderr forwarded but LLVM_REMARK lines; its exit code."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    # Ctrl-C or a kill sent to this process is passed on; the child decides how to stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: child.send_signal(number))
+    assert child.stderr is not None
+    for line in child.stderr:
+        if not line.startswith(LLVM_REMARK):
+            sys.stderr.buffer.write(line)
+            sys.stderr.buffer.flush()
+    code = child.wait()
+    return code if code >= 0 else 128 - code
