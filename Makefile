@@ -21,9 +21,11 @@ $(STAMP): requirements.txt
 # The independent trainings first, two at a time, one per core (under compute.portable each stage
 # computes on one thread, and DVC runs one stage at a time: its issue #755). Two `dvc repro` of
 # stages that write different files run side by side: DVC locks the files of a running stage, and
-# --wait-for-lock makes each wait while the other holds the repo's lock for its bookkeeping. The
-# stages of a wave depend on nothing another one writes (tests/test_map.py checks); a wave of up to
-# date stages costs a few seconds. Then `dvc repro` runs the rest (beta_sweep trains its VAEs two at a
+# --wait-for-lock makes each wait while the other holds the repo's lock for its bookkeeping. Each
+# `dvc repro -s` runs its stage alone (if changed), not its upstream: fetch ran first, and two
+# processes checking it at once collide on its lock ("data/mnist.npz is busy"). The stages of a
+# wave depend on nothing another one writes (tests/test_map.py checks); a wave of up to date stages
+# costs a few seconds. Then `dvc repro` runs the rest (beta_sweep trains its VAEs two at a
 # time itself). `dvc commit --force` records a run-cache entry for every stage, also those `dvc repro`
 # found up to date (a fresh clone's figures and metrics come from git): setting a param back then
 # restores them from the cache instead of recomputing. --no-relink: the outputs are in place already.
@@ -31,7 +33,7 @@ TRAIN_WAVES := train@ae,train@vae train@cvae,train_classifier
 repro: setup
 	dvc --wait-for-lock repro fetch
 	for wave in $(TRAIN_WAVES); do \
-		echo $$wave | tr , '\n' | xargs -P 2 -n 1 dvc --wait-for-lock repro || exit 1; done
+		echo $$wave | tr , '\n' | xargs -P 2 -n 1 dvc --wait-for-lock repro -s || exit 1; done
 	dvc repro
 	dvc commit --force --no-relink --quiet
 
