@@ -35,7 +35,7 @@ repro: setup
 	for wave in $(TRAIN_WAVES); do \
 		echo $$wave | tr , '\n' | xargs -P 2 -n 1 dvc --wait-for-lock repro -s || exit 1; done
 	dvc repro
-	dvc commit --force --no-relink --quiet
+	dvc commit --force --no-relink --quiet dvc.yaml
 
 # Test-only Python packages (requirements-test.txt) beside the pipeline's.
 setup-test: setup $(TEST_STAMP)
