@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,27 @@ def test_the_grid_path_equals_keras_loss_per_image_on_a_real_decoder(trained: di
         for j in range(len(z)):
             want = -float(models.reconstruction_loss(x[i:i + 1], decoded[j:j + 1])[0])
             assert got[i, j] == pytest.approx(want, abs=0.02)
+
+
+@pytest.mark.slow
+def test_grids_that_disagree_stop_the_stage_with_one_line_and_no_file(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:
+    """A 3-point grid against its 5-point refinement cannot agree within 1e-6 nats: the stage stops
+    with the one-line error that says so and what to raise, and leaves no likelihood.json."""
+    import subprocess
+    import sys
+
+    from tests.conftest import copy_of, tiny_base
+
+    proj = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
+    proj.set_params({"likelihood": {"grid": {"points": 3, "tolerance": 1e-6}}})
+    out = proj.path / "artifacts/vae/likelihood.json"
+    out.unlink()
+    done = subprocess.run([sys.executable, "-m", "stages.likelihood", "vae"], cwd=proj.path, env=proj.env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: likelihood: vae: the quadrature did not converge: 3 points per axis give \S+ nats, "
+                        r"5 give \S+ \(difference [+-]\S+, tolerance 1e-06\); raise likelihood.grid.points", last), last
+    assert "Traceback" not in done.stderr
+    assert not out.exists() and not list(out.parent.glob("*.tmp*")), sorted(p.name for p in out.parent.iterdir())

@@ -119,8 +119,9 @@ def models_build():
     return models.build("vae", 2, TINY.hidden, seed=0)
 
 
-def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Path) -> None:
-    """A short real training: the conditional VAE's decodes carry the conditioning digit."""
+def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Path, monkeypatch) -> None:
+    """A short real training: the conditional VAE's decodes carry the conditioning digit, and stage
+    generate@cvae decodes its grid as the digit generate.cvae.digit names."""
     import keras
 
     from stages.lib import models
@@ -142,3 +143,24 @@ def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Pat
     predicted = judge.predict(models.decode(decoder, z, conditions), verbose=0).argmax(axis=1)
     accuracy = (predicted == conditions).mean()
     assert accuracy > 0.5, accuracy  # chance is 0.1
+
+    # The stage itself, in a folder of its own: its manifold.npy for two choices of the digit.
+    import shutil
+
+    import yaml
+
+    from stages import generate
+    from tests.conftest import ROOT
+
+    work = tmp_path / "stage"
+    (work / "artifacts/cvae").mkdir(parents=True)
+    shutil.copy(tmp_path / "cvae/decoder.keras", work / "artifacts/cvae/decoder.keras")
+    monkeypatch.chdir(work)
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for digit in (3, 7):
+        committed["generate"]["cvae"]["digit"] = digit
+        (work / "params.yaml").write_text(yaml.safe_dump(committed))
+        generate.main("cvae")
+        grid = np.load(work / "artifacts/cvae/manifold.npy", allow_pickle=False)
+        labels = judge.predict(grid.reshape(-1, 28, 28), verbose=0).argmax(axis=1)
+        assert (labels == digit).mean() > 0.5, (digit, np.bincount(labels, minlength=10))
