@@ -18,7 +18,7 @@ import yaml
 from tests.conftest import Project, copy_of, tiny_base
 
 BETAS = ["0.5", "2", "4"]
-BAD = ("bad-epochs", "vae.epochs=0", "vae.epochs: expected an integer >= 1, got 0")
+BAD = ("bad-epochs", "vae.epochs=0", "params.yaml: vae.epochs: expected an integer >= 1, got 0")
 METRICS = "artifacts/vae/metrics.json"
 
 
