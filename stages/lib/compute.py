@@ -25,8 +25,8 @@ PORTABLE_ENV: dict[str, str] = {
     "TF_NUM_INTEROP_THREADS": "1",
     # XLA's CPU code (the train steps). Max ISA AVX2: LLVM emits AVX2 and FMA code, which every
     # CPU this mode promises runs alike; without a cap it vectorises for the CPU it runs on
-    # (AVX-512 here) and the VAE's weights and history differ. (Until 2026-12 the cap was AVX,
-    # no FMA: the same guarantee, ~1.3x slower per epoch; docs/speed.md.) Without the
+    # (AVX-512 here) and the VAE's weights and history differ. (Before commit a14c56e the cap was
+    # AVX, no FMA: the same guarantee, ~1.3x slower per epoch; docs/speed.md.) Without the
     # empty YNNPACK fusion type, XLA hands dots to YNNPACK, which dispatches per CPU: weights,
     # history and metrics differ. Without multi_thread_eigen=false, XLA's own thread pool splits
     # the dots: weights differ. XNNPACK and platform-dependent math changed nothing here when
@@ -37,7 +37,8 @@ PORTABLE_ENV: dict[str, str] = {
     # XLA's own GEMM is code LLVM emits under max_isa, the same on every CPU. The two LLVM options
     # after it pin how the loop vectoriser splits a reduction (8 lanes, no interleaving): LLVM
     # otherwise picks them by the tuning of the CPU it runs on, and a sum's order moves with them
-    # (seen under qemu's Skylake and Alder Lake models with the AVX2 cap).
+    # (with the AVX2 cap alone, a full-size VAE's evaluation differed when LLVM tuned for skylake or
+    # alderlake: an experiment that changed the host CPU name LLVM sees, docs/reproducibility.md).
     "XLA_FLAGS": " ".join([
         "--xla_cpu_max_isa=AVX2",
         "--xla_cpu_experimental_ynn_fusion_type=",
