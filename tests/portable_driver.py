@@ -75,13 +75,13 @@ def full_size_products() -> None:
     import keras
     import numpy as np
 
+    from stages.generate import decode_grid
     from stages.lib import files, models
     from stages.lib.grid import latent_grid
 
     rng = np.random.default_rng(1)
     images = rng.random((2000, 28, 28), dtype=np.float32)
     xs, ys = latent_grid(-2.0, 2.0, -2.0, 2.0, 0.1)
-    grid = np.array([(x, y) for y in ys for x in xs], dtype=np.float32)
     out = {}
     for name, hidden in {"notebook": (128, 16), "davidson": (256, 128)}.items():
         keras.utils.set_random_seed(0)
@@ -89,15 +89,19 @@ def full_size_products() -> None:
         decoder = models.build_decoder(2, hidden)
         z_mean, z_log_var, _ = models.encode(encoder, images)
         out[f"{name}_z_mean"], out[f"{name}_z_log_var"] = z_mean, z_log_var
-        out[f"{name}_grid"] = models.decode(decoder, grid)
+        out[f"{name}_grid"] = decode_grid(decoder, xs, ys)
     files.write_npz("artifacts/full_size_products.npz", out)
+
+
+# Steps that are not a stage's main(): computations the stages make, at shapes the params do not give.
+OWN_STEPS = {"numpy_math": numpy_math, "full_size_products": full_size_products}
 
 
 def main(steps: list[str]) -> None:
     fewer_images()
     for step in steps:
-        if step in ("numpy_math", "full_size_products"):
-            globals()[step]()
+        if step in OWN_STEPS:
+            OWN_STEPS[step]()
             continue
         module, _, arg = step.partition(":")
         stage = importlib.import_module(f"stages.{module}")

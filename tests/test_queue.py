@@ -115,7 +115,7 @@ def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
     finally:
         proj.dvc("queue", "stop", check=False)
     elapsed = time.monotonic() - start
-    print(f"queue of {len(BETAS)} experiments, 2 workers: {elapsed:.0f} s")
+    print(f"queue of {len(BETAS) + 1} experiments (one bad), 2 workers: {elapsed:.0f} s")
     logs = "\n".join(proj.dvc("queue", "logs", name, check=False).stdout[-2000:]
                      for name in [*experiments(proj), BAD[0]])
     assert sorted(states) == ["Failed"] + ["Success"] * 3, f"{proj.dvc('queue', 'status').stdout}\n{logs}"
