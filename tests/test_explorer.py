@@ -237,11 +237,20 @@ def test_embedded_codes_and_images_are_the_pipelines(built: Built) -> None:
     index = np.array(built.data["image_index"])
     images = np.frombuffer(base64.b64decode(built.data["images"]), np.uint8).reshape(-1, 28, 28)
     assert np.array_equal(images, mnist["x_test"][index])
+    x = mnist["x_test"].reshape(-1, 784).astype(np.float32) / 255  # TINY: data.binarize none
+    vae_codes = load_npz(built.project / "artifacts/vae/encodings.npz", ["z_mean_test"])["z_mean_test"]
+    betas = [m for m in built.data["models"] if m["id"].startswith("beta_")]
+    assert betas
     for m in built.data["models"]:
         codes = floats(m["codes"], (n, 2))
         if m["id"] in ("ae", "vae", "cvae"):
             key = "z_test" if m["id"] == "ae" else "z_mean_test"
             assert np.array_equal(codes, load_npz(built.project / f"artifacts/{m['id']}/encodings.npz", [key])[key])
+        else:  # the sweep's VAEs, encoded by the stage itself: their own encoder's z_mean of every test image
+            encoder, _ = keras_models(built.project, m["id"])
+            z_mean = encoder.predict(x, batch_size=1000, verbose=0)[0]
+            assert np.abs(codes - z_mean).max() <= 1e-4, m["id"]
+            assert np.abs(codes - vae_codes).max() > 1e-2, m["id"]  # not the main VAE's codes
 
 
 # Waits for ten animation frames of the unmodified page, then reports nothing but that it ran.
@@ -362,6 +371,111 @@ def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> Non
     assert k["focused"] and k["after"][0] > k["before"][0] and k["after"][1] > k["before"][1]
     shown(k["canvas"], "cvae", k["after"], targets["digit"])
     assert r["frames"] > 5
+
+
+# Per model: the Random and Clear buttons, the r and c keys, and a stroke on the pad, as a user
+# clicks and draws them; records what the page then holds and shows.
+PAD_PROBE = """<pre id="probe"></pre><script>
+(function () {
+  var IDS = %s;
+  function frames(n) { return new Promise(function (done) {
+    (function next(k) { if (k === 0) done(); else requestAnimationFrame(function () { next(k - 1); }); })(n); }); }
+  function red(id) {
+    var c = document.getElementById(id), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+    for (var i = 0; i < d.length; i += 4) out.push(d[i]);
+    return out;
+  }
+  function shown(id) { return red(id).reduce(function (a, b) { return a + b; }, 0); }  // 0: a black canvas
+  function held(S) {
+    return {source: S.padSource, digit: S.digit, input: S.input ? Array.from(S.input) : null,
+            encoded: S.encoded, recon: red('recon'), code: document.getElementById('code').textContent};
+  }
+  function key(k) { document.body.dispatchEvent(new KeyboardEvent('keydown', {key: k, bubbles: true, cancelable: true})); }
+  window.__probe = new Promise(function (ready) { window.addEventListener('load', ready); }).then(function () {
+    return frames(2); }).then(async function () {
+    var ex = window.explorer, S = ex.state(), pad = document.getElementById('pad'), R = {};
+    for (var n = 0; n < IDS.length; n++) {
+      var id = IDS[n], out = R[id] = {};
+      ex.setModel(id); await frames(1);
+      document.getElementById('random').click(); await frames(2);
+      out.random = held(S);
+      key('r'); await frames(2);
+      out.random_key = held(S);
+      document.getElementById('clear').click(); await frames(2);
+      out.cleared = {source: S.padSource, encoded: S.encoded, code: document.getElementById('code').textContent,
+                     ink: Array.prototype.reduce.call(S.pad, function (a, b) { return a + b; }, 0),
+                     shown: ['pad', 'input', 'recon'].map(shown)};
+      var r = pad.getBoundingClientRect();
+      [[0.35, 0.25], [0.6, 0.3], [0.45, 0.55], [0.4, 0.8]].forEach(function (f, k) {
+        pad.dispatchEvent(new PointerEvent(k === 0 ? 'pointerdown' : 'pointermove', {clientX: r.left + f[0] * r.width,
+          clientY: r.top + f[1] * r.height, bubbles: true, cancelable: true, pointerId: 7, pointerType: 'mouse',
+          isPrimary: true, buttons: 1})); });
+      pad.dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerId: 7, pointerType: 'mouse', isPrimary: true}));
+      await frames(2);
+      out.stroke = held(S);
+      key('c'); await frames(2);
+      out.key_cleared = {source: S.padSource, encoded: S.encoded, shown: shown('pad')};
+    }
+    R.errors = window.__errors.slice();
+    document.getElementById('probe').textContent = JSON.stringify(R);
+  }).catch(function (e) {
+    document.getElementById('probe').textContent = JSON.stringify({fatal: String(e && e.stack || e), errors: window.__errors});
+  });
+})();
+</script>"""
+
+
+@pytest.mark.slow
+def test_random_image_clear_and_the_pad_encode_like_keras_for_every_kind_of_model(built: Built) -> None:
+    """Random test image and Clear (buttons and keys), and a drawn stroke, for the AE, VAE and CVAE:
+    the pad holds the named test image, the code shown is the Keras encoder's, Clear empties all."""
+    from stages.lib.files import load_npz
+    from stages.lib.models import one_hot
+    mnist = load_npz(built.project / "data/mnist.npz", ["x_test", "y_test"])
+    index = set(built.data["image_index"])
+    r = browser.probe(built.page, PAD_PROBE % json.dumps(["ae", "vae", "cvae"]), built.out, "pad.html")
+    assert r["errors"] == [], r["errors"]
+
+    def encodes_like_keras(model_id: str, held: dict, digit: int | None) -> None:
+        encoder, decoder = keras_models(built.project, model_id)
+        x = np.array([held["input"]], np.float32)
+        inputs = [x, one_hot([digit])] if digit is not None else x
+        e = held["encoded"]
+        if model_id == "ae":
+            z = encoder.predict(inputs, verbose=0)[0]
+            assert np.allclose(e["z"], z, atol=1e-4), (model_id, e["z"], z)
+            assert held["code"].startswith("z = (")
+        else:
+            z, z_log_var, _ = (a[0] for a in encoder.predict(inputs, verbose=0))
+            assert np.allclose(e["z_mean"], z, atol=1e-4) and np.allclose(e["z_log_var"], z_log_var, atol=1e-4)
+            assert held["code"].startswith("z_mean = (") and "σ" in held["code"]
+        expected = decoder.predict([np.array([z], np.float32), one_hot([digit])] if digit is not None
+                                   else np.array([z], np.float32), verbose=0)[0]
+        assert np.abs(np.array(held["recon"]) - np.rint(255 * expected)).max() <= 1, model_id
+
+    for model_id in ("ae", "vae", "cvae"):
+        m = r[model_id]
+        for held in (m["random"], m["random_key"]):
+            found = re.fullmatch(r"test image #(\d+), digit (\d)", held["source"])
+            assert found, held["source"]
+            i, label = int(found.group(1)), int(found.group(2))
+            assert i in index and label == mnist["y_test"][i]
+            # The pad holds that test image as it is (no centring: only drawings are centred).
+            assert np.array_equal(np.array(held["input"], np.float32),
+                                  (mnist["x_test"][i].reshape(784) / 255).astype(np.float32)), (model_id, i)
+            digit = label if model_id == "cvae" else None
+            if digit is not None:
+                assert held["digit"] == label  # the conditional VAE takes the image's digit
+            encodes_like_keras(model_id, held, digit)
+            assert held["source"] in held["code"]
+        st = m["stroke"]
+        assert st["source"] == "drawing" and sum(st["input"]) > 10
+        encodes_like_keras(model_id, st, m["random_key"]["digit"] if model_id == "cvae" else None)
+        c = m["cleared"]
+        assert c["source"] is None and c["encoded"] is None and c["code"] == "draw a digit"
+        assert c["ink"] == 0 and c["shown"] == [0, 0, 0], c
+        k = m["key_cleared"]
+        assert k["source"] is None and k["encoded"] is None and k["shown"] == 0
 
 
 @pytest.mark.slow
