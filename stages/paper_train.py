@@ -1,6 +1,6 @@
 """Stage paper_train@<model>-<seed> (paper/dvc.yaml): one VAE under Davidson et al. 2018's protocol.
 
-<model> is an entry of paper.models (latent_dim, hidden widths; the decoder mirrors them), <seed> one
+<model> is an entry of paper.models (latent_dim, hidden widths, the decoder mirroring them; scale), <seed> one
 of paper.seeds (the second argument: one stage per seed, so adding a seed trains only that one).
 The protocol, paper.train, is the same for every model (docs/paper.md says where each setting comes
 from): Adam, a linear KL warm-up, a validation split of the training images (data.train_limit of
@@ -30,12 +30,12 @@ def main() -> None:
     x_train, _, x_test, _ = mnist.load(train_limit=train_limit, binarize=t.binarize)
     widths = "-".join(map(str, (784, *arch.hidden, arch.latent_dim)))
     steps = -(-(len(x_train) - t.validation) // t.batch_size)
-    print(f"{stage}: a {widths} VAE, seed {seed}: at most {t.epochs} epochs of {len(x_train) - t.validation} "
+    print(f"{stage}: a {widths} VAE ({arch.scale} scale), seed {seed}: at most {t.epochs} epochs of {len(x_train) - t.validation} "
           f"images ({steps} steps of {t.batch_size}), KL weight {t.beta:g} * min(1, epoch / {t.kl_warmup_epochs}), "
           f"stops after {t.patience} epochs without a better -ELBO on {t.validation} held-out images; "
           f"then scored on the {len(x_test)} test images. One line per epoch:", flush=True)
     metrics = training.train("vae", p, x_train, x_test, run_dir(model, seed), binarize=t.binarize, stage=stage,
-                             progress=True)
+                             progress=True, scale=arch.scale)
     print(f"{stage}: {metrics}")
 
 

@@ -214,6 +214,31 @@ def test_the_grid_path_equals_keras_loss_per_image_on_a_real_decoder(trained: di
             assert got[i, j] == pytest.approx(want, abs=0.02)
 
 
+def test_the_unclipped_decoder_gives_the_exact_bernoulli_likelihood_of_the_logits() -> None:
+    """Decoder(clip=False) (tools/paper_clipping.py): log p(x|z) from the logits as they are, against
+    numpy on the decoder's own weights; the default clips them where Keras clips the sigmoid."""
+    from stages.lib import marginal, models
+
+    decoder = models.build("vae", 2, (8, 4), seed=0).decoder
+    out = decoder.get_layer("pixels")
+    out.kernel.assign(out.kernel * 400.0)   # logits far beyond the clip (+-16.1)
+    z = np.random.default_rng(0).normal(size=(3, 4, 2)).astype(np.float32)
+    x = (np.random.default_rng(1).random((3, 784)) < 0.5).astype(np.float32)
+    h = z.reshape(-1, 2).astype(np.float64)
+    for name in ("hidden_1", "hidden_2"):
+        kernel, bias = (np.asarray(w, np.float64) for w in decoder.get_layer(name).weights)
+        h = np.maximum(h @ kernel + bias, 0)
+    logits = (h @ np.asarray(out.kernel, np.float64) + np.asarray(out.bias, np.float64)).reshape(3, 4, -1)
+    assert np.abs(logits).max() > 2 * lik.LOGIT_MAX
+    exact = np.einsum("np,nkp->nk", x, logits) - lik.softplus(logits).sum(-1)
+    got = marginal.Decoder(decoder, conditional=False, clip=False).pairs(x, z)
+    np.testing.assert_allclose(got, exact, rtol=1e-4)
+    clipped = marginal.Decoder(decoder, conditional=False).pairs(x, z)
+    np.testing.assert_allclose(clipped, lik.bernoulli_log_likelihood_pairs(x, logits), rtol=1e-4)
+    # The clip credits pixels the logits get wrong beyond it, and costs at most 1e-7 nats per pixel.
+    assert (clipped > got + 1).any() and (clipped >= got - 784e-7 - 1e-3).all()
+
+
 @pytest.mark.slow
 def test_grids_that_disagree_stop_the_stage_with_one_line_and_no_file(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:

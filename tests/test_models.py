@@ -164,3 +164,26 @@ def test_save_is_reproducible_and_loads_safely(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((2, 784)).astype(np.float32)
     label = np.eye(10, dtype=np.float32)[[3, 7]]
     np.testing.assert_array_equal(np.asarray(loaded([x, label])[0]), np.asarray(model.encoder([x, label])[0]))
+
+
+def test_softplus_scale_encoder_predicts_log_var_from_sigma_softplus_and_loads_in_safe_mode(tmp_path: Path) -> None:
+    """scale="softplus" (the paper's comparison): z_log_var = 2 log softplus(h) for h of the z_scale layer,
+    against numpy on the encoder's own weights; finite where log(softplus(h)) underflows; saved and
+    loaded in safe_mode; an unknown scale is refused."""
+    vae = models.build("vae", 2, (8, 4), seed=0, scale="softplus")
+    x = np.random.default_rng(1).random((6, 784)).astype(np.float32)
+    h = x
+    for name in ("hidden_1", "hidden_2"):
+        kernel, bias = (np.asarray(w, np.float64) for w in vae.encoder.get_layer(name).weights)
+        h = np.maximum(h @ kernel + bias, 0)
+    kernel, bias = (np.asarray(w, np.float64) for w in vae.encoder.get_layer("z_scale").weights)
+    want = 2 * np.log(np.log1p(np.exp(h @ kernel + bias)))
+    np.testing.assert_allclose(vae.encoder.predict(x, verbose=0)[1], want, rtol=1e-5, atol=1e-5)
+    deep = np.asarray(models.LogVarianceOfScale()(np.array([-200.0, -30.0], np.float32)))
+    np.testing.assert_allclose(deep, [-400.0, -60.0], rtol=1e-6)   # log softplus(h) -> h, not log(0)
+    models.save(vae.encoder, tmp_path / "encoder.keras")
+    loaded = models.load(tmp_path / "encoder.keras")
+    assert isinstance(loaded.get_layer("z_log_var"), models.LogVarianceOfScale)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0)[1], vae.encoder.predict(x, verbose=0)[1])
+    with pytest.raises(ValueError, match="scale: expected one of"):
+        models.build("vae", 2, (8, 4), scale="std")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, TINY, TOOLING, Project, copy_project, deep_update, run
 
@@ -21,6 +22,9 @@ PAPER_TINY = {"paper": {"train": {"epochs": 4, "kl_warmup_epochs": 2, "validatio
                         "likelihood": {"images": 100, "iwae_k": [10, 500],
                                        "grid": {"points": 101, "tolerance": 2.0}}}}
 RUNS = ("davidson-0", "notebook-0")
+# Two of params.yaml's models, one per way of predicting the scale, so that both run through the stages.
+PAPER_MODELS = {"davidson": {"latent_dim": 2, "hidden": [256, 128], "scale": "softplus"},
+                "notebook": {"latent_dim": 2, "hidden": [128, 16], "scale": "log_var"}}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,9 @@ def paper(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Pr
     with open(proj.path / ".git" / "info" / "exclude", "a") as f:
         f.write("/.venv\n")
     proj.set_params(deep_update(copy.deepcopy(TINY), copy.deepcopy(PAPER_TINY)))
+    params = yaml.safe_load((proj.path / "params.yaml").read_text())
+    params["paper"]["models"] = copy.deepcopy(PAPER_MODELS)  # replaced, not merged
+    (proj.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proj.commit("paper pipeline, tiny")
     out = run(["make", "paper"], proj.path, proj.env).stdout
     proj.commit("make paper")
@@ -61,6 +68,14 @@ def test_make_paper_states_its_cost_trains_every_model_and_scores_it(paper: tupl
         assert ours["LL"] == -lik["iwae"]["k_500"]["nll"] and ours["L[q]"] == -lik["test_neg_elbo"]
         assert ours["RE"] == -lik["test_reconstruction"] and ours["KL"] == lik["test_kl"] > 0
         assert ours["LL_exact"] == -lik["quadrature"]["nll_fine"] and all(map(math.isfinite, ours.values()))
+    # Each model's encoder predicts the scale as its paper.models entry says.
+    import keras
+
+    from stages.lib import models
+    for key, layer in (("davidson-0", models.LogVarianceOfScale), ("notebook-0", keras.layers.Dense)):
+        encoder = models.load(proj.path / "artifacts" / "paper" / key / "encoder.keras")
+        assert type(encoder.get_layer("z_log_var")) is layer, key
+    assert "paper_train@davidson-0: a 784-256-128-2 VAE (softplus scale)" in out
     # The table it ends with: the published row and one row per model.
     assert "| Davidson et al. 2018, N-VAE, d = 2 (mean of 10 runs) | – | -135.73 | -137.08 | -129.84 | 7.24 |" in out
     assert "| ours, davidson | 0 |" in out and "| ours, notebook | 0 |" in out

@@ -123,6 +123,8 @@ def test_int_fills_a_float_and_a_list_fills_a_tuple(tmp_path: Path) -> None:
      r"generate.vae.x: 401 grid points with step 0.1; at most 201 allowed"),
     ("generate.vae", params.GridParams, "generate: {vae: {x: [-1e308, 1e308]}}",
      r"generate.vae.x: inf grid points with step 0.1; at most 201 allowed"),
+    ("paper.models.davidson", params.PaperModelParams, "paper: {models: {davidson: {scale: std}}}",
+     r"paper.models.davidson.scale: expected one of \['log_var', 'softplus'\], got 'std'"),
     ("plot", params.PlotParams, "plot: {histograms: 60}",
      r"plot.histograms: expected a mapping with keys \['bins'\], got 60"),
 ])

@@ -40,9 +40,11 @@ class Decoder:
     """The decoder's pre-sigmoid output (logits) for latent points, and log p(x|z) for (image, z) pairs.
 
     Everything here runs in float32 in TensorFlow (as the model does); the estimators sum in float64.
+    ``clip``: clip the logits where Keras' binary cross-entropy clips the sigmoid (the training loss's
+    likelihood, every stage's); off, the exact Bernoulli likelihood of the logits (tools/paper_clipping.py).
     """
 
-    def __init__(self, decoder: Any, conditional: bool):
+    def __init__(self, decoder: Any, conditional: bool, clip: bool = True):
         import keras
         import tensorflow as tf
 
@@ -52,7 +54,7 @@ class Decoder:
         hidden = keras.Model(decoder.inputs, out.input)
         kernel, bias = out.kernel, out.bias
         self.conditional = conditional
-        lo, hi = np.float32(lik.LOGIT_MIN), np.float32(lik.LOGIT_MAX)
+        lo, hi = (np.float32(lik.LOGIT_MIN), np.float32(lik.LOGIT_MAX)) if clip else (-np.inf, np.inf)
 
         def logits(inputs):
             return tf.clip_by_value(tf.matmul(hidden(inputs), kernel) + bias, lo, hi)

@@ -62,11 +62,33 @@ class Sampling(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="vae_basics")
+class LogVarianceOfScale(layers.Layer):
+    """z_log_var = 2 log(sigma) for sigma = softplus(h): the scale as Davidson et al.'s example predicts it.
+
+    An alternative to predicting z_log_var directly (docs/paper.md). The encoder's outputs stay
+    (z_mean, z_log_var, z), so the loss, the Sampling layer and every stage read it unchanged.
+    log(softplus(h)) underflows for h below about -87 in float32; there it equals h to rounding, and
+    the branch not taken gets a safe input so that its gradient cannot be NaN.
+    """
+
+    def call(self, h):
+        low = h < -20.0
+        return 2.0 * ops.where(low, h, ops.log(ops.softplus(ops.where(low, 0.0, h))))
+
+
+SCALES = ("log_var", "softplus")  # how a VAE's encoder predicts q(z|x)'s spread
+
+
 # --- encoder and decoder ------------------------------------------------------------
 
 def build_encoder(latent_dim: int, hidden: tuple[int, ...], variational: bool,
-                  conditional: bool = False, seed: int | None = None) -> keras.Model:
-    """AE: pixels -> z.  VAE: pixels -> (z_mean, z_log_var, z).  Conditional: (pixels, label) -> ..."""
+                  conditional: bool = False, seed: int | None = None, scale: str = "log_var") -> keras.Model:
+    """AE: pixels -> z.  VAE: pixels -> (z_mean, z_log_var, z).  Conditional: (pixels, label) -> ...
+
+    ``scale`` (a VAE's): "log_var", a Dense layer predicts z_log_var (the notebook's); "softplus",
+    it predicts sigma = softplus(h) and LogVarianceOfScale turns it into z_log_var.
+    """
     pixels = keras.Input((N_PIXELS,), name="pixels")
     inputs = x = pixels  # a single input, not a list of one: Keras warns when called with a bare tensor
     if conditional:
@@ -79,7 +101,12 @@ def build_encoder(latent_dim: int, hidden: tuple[int, ...], variational: bool,
     if not variational:
         return keras.Model(inputs, layers.Dense(latent_dim, name="z")(x), name="encoder")
     z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    if scale == "softplus":
+        z_log_var = LogVarianceOfScale(name="z_log_var")(layers.Dense(latent_dim, name="z_scale")(x))
+    elif scale == "log_var":
+        z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    else:
+        raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     z = Sampling(seed=seed, name="z")([z_mean, z_log_var])
     return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
 
@@ -190,10 +217,10 @@ class CVAE(VAE):
 # --- building and loading -----------------------------------------------------------------
 
 def build(kind: str, latent_dim: int, hidden: tuple[int, ...], beta: float = 1.0,
-          seed: int | None = None) -> AE:
-    """``kind`` is "ae", "vae" or "cvae"."""
+          seed: int | None = None, scale: str = "log_var") -> AE:
+    """``kind`` is "ae", "vae" or "cvae"; ``scale``, a VAE's, as in build_encoder."""
     variational, conditional = kind != "ae", kind == "cvae"
-    encoder = build_encoder(latent_dim, hidden, variational, conditional, seed=seed)
+    encoder = build_encoder(latent_dim, hidden, variational, conditional, seed=seed, scale=scale)
     decoder = build_decoder(latent_dim, hidden, conditional)
     if kind == "ae":
         return AE(encoder, decoder, name="ae")

@@ -223,9 +223,12 @@ class PaperTrainParams(Block):
 
 
 class PaperModelParams(Block):
-    """One architecture trained under the paper's protocol: the encoder's widths (the decoder mirrors them)."""
+    """One architecture trained under the paper's protocol: the encoder's widths (the decoder mirrors them),
+    and how the encoder predicts q(z|x)'s spread (models.build_encoder: log_var, the notebook's, or
+    softplus, Davidson et al.'s example's sigma = softplus(h))."""
     latent_dim: StrictInt = Field(ge=1)
     hidden: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(min_length=1)
+    scale: Literal["log_var", "softplus"] = "log_var"
 
 
 class PaperParams(Block):

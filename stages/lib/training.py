@@ -269,7 +269,7 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
 
 
 def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage: str, binarize: str = "none",
-               progress: bool = False, recorder: Recorder | None = None
+               progress: bool = False, recorder: Recorder | None = None, scale: str = "log_var"
                ) -> tuple[models.AE, dict[str, list[float]], dict[str, float]]:
     """Seed, build and fit one model under ``p``'s protocol, and score it on the test set: (model,
     history, metrics). ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels)).
@@ -279,14 +279,14 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
     ``best_epoch`` and ``epochs_run`` (1-based) and the best ``validation_neg_elbo``. ``progress``:
     one EpochLine per epoch instead of Keras' output. ``recorder``: a callback that records through
     training (snapshots.Recorder), first in line, so that it sees each epoch's weights before an early
-    stopping restores the best ones.
+    stopping restores the best ones. ``scale``: how a VAE's encoder predicts its spread (models.build).
     """
     seed_everything(p.seed)
     beta, warmup = getattr(p, "beta", 1.0), getattr(p, "kl_warmup_epochs", 0)
     # With a warm-up the KL weight is a variable the compiled step reads; without, the constant it always was.
     weight = keras.Variable(kl_weight(beta, warmup, 1), dtype="float32", trainable=False, name="kl_weight") \
         if warmup else beta
-    model = models.build(kind, p.latent_dim, p.hidden, beta=weight, seed=p.seed)
+    model = models.build(kind, p.latent_dim, p.hidden, beta=weight, seed=p.seed, scale=scale)
     callbacks: list[keras.callbacks.Callback] = [recorder] if recorder is not None else []
     if warmup:
         callbacks.append(KLWarmup(beta, warmup))
@@ -318,7 +318,7 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
           binarize: str = "none", stage: str | None = None, progress: bool = False,
-          recorder: Recorder | None = None) -> dict[str, float]:
+          recorder: Recorder | None = None, scale: str = "log_var") -> dict[str, float]:
     """Seed, build, fit and evaluate one model (``fit_scored``); write its outputs; return its metrics.
 
     ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels) tuples).
@@ -326,6 +326,6 @@ def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: P
     written with the models.
     """
     model, history, metrics = fit_scored(kind, p, train_data, test_data, stage or f"train@{kind}", binarize, progress,
-                                         recorder)
+                                         recorder, scale)
     write_outputs(out_dir, model, history, metrics, recorder)
     return metrics
