@@ -88,9 +88,10 @@ bench-explorer: setup
 PAPER_STAGES = dvc stage list --name-only paper/dvc.yaml | grep
 paper: setup
 	@echo "make paper: one training per model of paper.models and seed of paper.seeds; with paper.train as committed, at most 500 epochs each"
-	@echo "  (early stopping ends them sooner; about 3.3 s/epoch for 784-256-128-2, 1.7 s/epoch for 784-128-16-2,"
-	@echo "  so at most ~28 and ~14 min each here), then ~15 and ~12 min of likelihood on the 10 000 test images"
-	@echo "  (docs/paper.md: cost; the whole run from a clean clone measured 34 min on a 2-core Xeon). Cached afterwards."
+	@echo "  (early stopping ends them sooner; two at a time, about 3.3 s/epoch for 784-256-128-2 and 2 s for 784-128-16-2"
+	@echo "  on a 2-core AVX-512 Xeon, 7.5 and 4.5 s on a 2-core AMD EPYC Zen 3), then about 15 min of likelihood each"
+	@echo "  on the 10 000 test images on the Xeon, 29 CPU-min on the Zen 3 (docs/paper.md: cost; measured: 34 min"
+	@echo "  from a clean clone for two models on the Xeon). Cached afterwards."
 	dvc repro fetch
 	$(PAPER_STAGES) ':paper_train@' | xargs -r -P 2 -n 1 dvc repro -s
 	$(PAPER_STAGES) ':paper_likelihood@' | xargs -r -P 2 -n 1 dvc repro -s
