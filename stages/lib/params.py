@@ -228,7 +228,7 @@ class PaperModelParams(Block):
     softplus, Davidson et al.'s example's sigma = softplus(h))."""
     latent_dim: StrictInt = Field(ge=1)
     hidden: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(min_length=1)
-    scale: Literal["log_var", "softplus"] = "log_var"
+    scale: Literal["log_var", "softplus"]
 
 
 class PaperParams(Block):
