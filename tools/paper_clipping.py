@@ -8,8 +8,9 @@ many pixels the clip reaches at the posterior mean:
 
     python -m tools.paper_clipping artifacts/paper/davidson-0 [more run folders]
 
-About a minute per run folder on two cores. Reads paper.likelihood.seed and paper.train.binarize from
-params.yaml and the run's encoder.keras and decoder.keras (run `make paper` first).
+3 min 55 s for davidson-0 on a 2-core AMD EPYC Zen 3 with nothing else running (docs/paper.md).
+Reads paper.likelihood.seed and paper.train.binarize from params.yaml and the run's encoder.keras and
+decoder.keras (run `make paper` first).
 """
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ import numpy as np
 
 from stages.lib import StageError, mnist, params, run
 from stages.lib.paper import PUBLISHED_K
-
-PAIRS_PER_CALL = 32768
 
 
 def measure(folder: Path, seed: int, binarize: str) -> dict[str, float]:
@@ -43,8 +42,8 @@ def measure(folder: Path, seed: int, binarize: str) -> dict[str, float]:
             return dec.pairs(x[rows], z)
 
         rng = np.random.default_rng(seed)  # the same draws with and without the clip
-        rec, kl = lik.elbo_terms(pairs, mean, log_var, rng, batch=PAIRS_PER_CALL)
-        iwae = lik.iwae(pairs, mean, log_var, (PUBLISHED_K,), rng, batch=max(1, PAIRS_PER_CALL // PUBLISHED_K))
+        rec, kl = lik.elbo_terms(pairs, mean, log_var, rng, batch=marginal.PAIRS_PER_CALL)
+        iwae = lik.iwae(pairs, mean, log_var, (PUBLISHED_K,), rng, batch=max(1, marginal.PAIRS_PER_CALL // PUBLISHED_K))
         tag = "clipped" if clip else "unclipped"
         out[f"neg_elbo_{tag}"] = float((rec + kl).mean())
         out[f"iwae_{PUBLISHED_K}_{tag}"] = iwae[PUBLISHED_K].nll
