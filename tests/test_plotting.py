@@ -86,3 +86,19 @@ def test_noisy_image_grids_stay_under_500_kb(tmp_path: Path) -> None:
                       tmp_path / f"manifold{dpi}.png", dpi)
     for png in tmp_path.glob("*.png"):
         assert png.stat().st_size < 500_000, (png.name, png.stat().st_size)
+
+
+def test_image_grid_draws_image_i_at_row_i_over_cols_and_column_i_mod_cols(tmp_path: Path) -> None:
+    """One black image among white ones lands in its own cell (row-major, row 0 on top), at its size."""
+    plotting.style("ggplot")
+    rows, cols = 2, 3
+    for k in range(rows * cols):
+        images = np.zeros((rows * cols, 28, 28), np.float32)
+        images[k] = 1.0
+        plotting.save(plotting.image_grid(images, rows, cols, 100), tmp_path / "grid.png", 100)
+        dark = np.asarray(Image.open(tmp_path / "grid.png").convert("L")) < 128
+        ys, xs = np.nonzero(dark)
+        h, w = dark.shape
+        assert int(ys.mean() * rows / h) == k // cols and int(xs.mean() * cols / w) == k % cols, (k, ys.mean(), xs.mean())
+        # about one cell of the figure, less the white gaps and margins between cells
+        assert 0.7 < dark.sum() / (h * w / (rows * cols)) < 1.0, dark.sum() / (h * w / (rows * cols))

@@ -99,21 +99,29 @@ def training_curves(history: dict[str, np.ndarray], title: str) -> plt.Figure:
 # and every PNG must stay under 500 KB.
 MAX_GRID_PIXELS = 400_000
 MAX_MANIFOLD_SIDE = 640
+GAP = 0.05  # white between the images of a grid, in widths of one
 
 
 def image_grid(images: np.ndarray, nrows: int, ncols: int, dpi: int, title: str = "") -> plt.Figure:
-    """Images as dark digits on white, in a rows x cols grid, without ticks."""
+    """Images as dark digits on white, in a rows x cols grid with white gaps, without ticks.
+
+    One tiled image on one Axes: an Axes per image (the notebook's way) costs matplotlib about
+    0.1 s each to lay out and draw, 20 s for a 10 x 20 grid.
+    """
+    h, w = images.shape[1:]
+    gap = max(1, round(GAP * w))
+    cells = np.zeros((nrows * ncols, h + gap, w + gap), np.float32)  # 0 draws white
+    cells[:len(images), :h, :w] = images
+    image = tile(cells.reshape(nrows, ncols, h + gap, w + gap))[:-gap, :-gap]
     cell = min(0.6, (MAX_GRID_PIXELS / (nrows * ncols)) ** 0.5 / dpi)  # inches per image
     top = 0.5 if title else 0.0  # inches for the title
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * cell + top), squeeze=False)
-    for ax, image in zip(axes.flat, images):
-        ax.imshow(image, cmap="binary", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig = plt.figure(figsize=(ncols * cell, nrows * cell + top))
+    margin = 0.01
+    ax = fig.add_axes((margin, margin, 1 - 2 * margin, 1 - margin - (top + 0.05) / (nrows * cell + top)))
+    ax.imshow(image, cmap="binary", vmin=0, vmax=1, interpolation="antialiased")
+    ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, bottom=0.01,
-                        top=1 - (top + 0.05) / (nrows * cell + top))
     return fig
 
 
