@@ -44,13 +44,18 @@ $(TEST_STAMP): requirements-test.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-test.txt
 	rm -f $(VENV)/.installed-test-* && touch $@
 
-# The browser and cross-CPU tests need Chromium and qemu-user, from Debian's packages.
+# The browser and cross-CPU tests need Chromium and qemu-user, from Debian's packages. Three
+# pytest-xdist workers: most tests run one single-threaded stage or model at a time, two at once
+# fill two cores, and the third spends most of the run on tests/test_portable.py, whose emulated
+# CPUs take what the others leave idle (a low priority). Each worker takes whole files (pytest.ini:
+# --dist loadfile), so a file's fixtures build once; tests/conftest.py orders the files.
+TEST_WORKERS ?= 3
 test: setup-test
 	tools/install-system-deps
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS)
 
 test-fast: setup-test
-	python -m pytest -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 # Review the workspace against REV (default HEAD): report/report.md, figures and plots page.
 REV ?= HEAD

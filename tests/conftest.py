@@ -71,6 +71,24 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.line(line)
 
 
+# --- order: `make test` runs pytest-xdist workers, each taking whole files in this order ---------
+
+# pytest-xdist hands each worker one file, then one more as soon as it has at most two tests left.
+# First a file whose slow test builds the shared tiny pipeline (tiny_base: ten minutes); then
+# test_portable (one test, its emulated CPUs at a low priority for most of the run) and a short
+# file, which waits behind it on that worker; then the long files that do not need the tiny
+# pipeline, so that the workers have work while it builds; then everything else.
+FIRST_FILES = ["test_binarize.py", "test_portable.py", "test_paper.py", "test_protocol.py", "test_metrics.py",
+               "test_training.py", "test_classifier.py", "test_likelihood.py", "test_mnist.py",
+               "test_stages_wiring.py", "test_models.py", "test_params.py", "test_map.py", "test_files.py",
+               "test_plotting.py", "test_ci_skips.py"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
+
+
 # --- projects -----------------------------------------------------------------------------------
 
 # What a project copy needs: the pipeline definition and its code.
@@ -259,24 +277,36 @@ def copy_project(path: Path, mnist_dir: Path) -> Project:
 
 # --- shared tiny projects: the tiny pipeline takes minutes, so it runs once per session -----------
 
-def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
-    """The folder ``name`` under the session's base temp, built by ``build`` the first time only.
+def shared_temp(factory: pytest.TempPathFactory) -> Path:
+    """This run's temporary folder that every pytest-xdist worker sees (each has its own below it)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
-    On disk, not in memory: pytest may import a test module under two names. A build that failed
-    is not tried again: its other users fail at once, with its error.
+
+def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name`` under the run's shared temp, built by ``build`` the first time only.
+
+    On disk, not in memory: pytest may import a test module under two names, and `make test` runs
+    two pytest-xdist workers; a file lock makes the other worker wait for the build instead of
+    repeating it. A build that failed is not tried again: its other users fail at once, with its error.
     """
-    path = factory.getbasetemp() / name
-    ready, failed = (factory.getbasetemp() / f"{name}.{state}" for state in ("ready", "failed"))
-    if failed.exists():
-        pytest.fail(f"the shared fixture {name!r} failed to build earlier in this run:\n{failed.read_text()}")
-    if not ready.exists():
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            build(path)
-        except BaseException as exc:
-            failed.write_text(f"{type(exc).__name__}: {exc}"[-8000:])
-            raise
-        ready.touch()
+    import fcntl
+
+    root = shared_temp(factory)
+    path = root / name
+    ready, failed = (root / f"{name}.{state}" for state in ("ready", "failed"))
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            pytest.fail(f"the shared fixture {name!r} failed to build earlier in this run:\n{failed.read_text()}")
+        if not ready.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                build(path)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[-8000:])
+                raise
+            ready.touch()
     return path
 
 
@@ -302,7 +332,7 @@ def tiny_base(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
         with open(path / ".git" / "info" / "exclude", "a") as f:
             f.write("/.venv\n")
         proj.set_params(TINY)
-        proj.dvc("repro")
+        proj.dvc("repro", timeout=2400)  # about 30 stages: ten minutes alone, more beside other tests
         proj.commit("tiny run")
 
     return Project(once(factory, "tiny-base", build), mnist_dir)

@@ -86,7 +86,7 @@ def experiments(project: Project) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # the queue's own limit below is 20 minutes
+@pytest.mark.timeout(3000)  # the queue's own limit below is 20 minutes, after the wait for the shared tiny pipeline
 def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:
     proj = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
