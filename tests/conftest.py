@@ -1,6 +1,7 @@
 """Shared fixtures: the real MNIST mirror, a real HTTP server, a real S3 server, a temporary DVC project."""
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import os
@@ -287,11 +288,9 @@ def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Non
     """The folder ``name`` under the run's shared temp, built by ``build`` the first time only.
 
     On disk, not in memory: pytest may import a test module under two names, and `make test` runs
-    two pytest-xdist workers; a file lock makes the other worker wait for the build instead of
+    several pytest-xdist workers; a file lock makes the others wait for the build instead of
     repeating it. A build that failed is not tried again: its other users fail at once, with its error.
     """
-    import fcntl
-
     root = shared_temp(factory)
     path = root / name
     ready, failed = (root / f"{name}.{state}" for state in ("ready", "failed"))
