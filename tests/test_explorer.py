@@ -46,12 +46,9 @@ NUMBERS_PROBE = """<pre id="probe"></pre><script>
 })();
 </script>"""
 
-# Dispatches pointer, wheel and keyboard events like a user, waiting for animation frames between
-# them, and records what the page shows. %s: the latent targets, per model, chosen by the test.
-INTERACTION_PROBE = """<pre id="probe"></pre><script>
-(function () {
-  var T = %s;
-  function frames(n) { return new Promise(function (done) {
+# What the probes share: wait n animation frames; dispatch a pointer event as a mouse does (a button
+# held but on move and up, unless extra says otherwise); a canvas's red channel (its gray levels).
+PROBE_HELPERS = """  function frames(n) { return new Promise(function (done) {
     (function next(k) { if (k === 0) done(); else requestAnimationFrame(function () { next(k - 1); }); })(n); }); }
   function pointer(el, type, x, y, extra) {
     var init = {clientX: x, clientY: y, bubbles: true, cancelable: true, pointerId: 7, pointerType: 'mouse',
@@ -64,6 +61,13 @@ INTERACTION_PROBE = """<pre id="probe"></pre><script>
     for (var i = 0; i < d.length; i += 4) out.push(d[i]);
     return out;
   }
+"""
+
+# Dispatches pointer, wheel and keyboard events like a user, waiting for animation frames between
+# them, and records what the page shows. %s: the latent targets, per model, chosen by the test.
+INTERACTION_PROBE = """<pre id="probe"></pre><script>
+(function () {
+""" + PROBE_HELPERS + """  var T = %s;
   function pick(sel, value) { var s = document.getElementById(sel); s.value = value; s.dispatchEvent(new Event('change', {bubbles: true})); }
   window.__probe = new Promise(function (ready) { window.addEventListener('load', ready); }).then(function () { return frames(2); }).then(async function () {
     var ex = window.explorer, S = ex.state(), plane = document.getElementById('plane'), R = {};
@@ -307,8 +311,18 @@ def test_page_decodes_and_encodes_like_keras(built: Built) -> None:
 
 
 @pytest.mark.slow
-def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> None:
+def assert_shows_keras_decode(project: Path, canvas: list[int], model_id: str, z, digit: int | None = None) -> None:
+    """The canvas (its 784 gray levels) shows the Keras decode of z, 8-bit (one level for rounding)."""
     from stages.lib.models import one_hot
+    _, decoder = keras_models(project, model_id)
+    z = np.array([z], np.float32)
+    expected = decoder.predict([z, one_hot([digit])] if digit is not None else z, verbose=0)[0]
+    got = np.array(canvas)
+    assert got.shape == (784,)
+    assert np.abs(got - np.rint(255 * expected)).max() <= 1, model_id
+
+
+def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> None:
     vae = next(m for m in built.data["models"] if m["id"] == "vae")
     x0, x1, y0, y1 = vae["extent"]
     mid = [(x0 + x1) / 2, (y0 + y1) / 2]
@@ -326,13 +340,7 @@ def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> Non
     assert r["plane"] == [800, 500]
 
     def shown(canvas: list[int], model_id: str, z, digit: int | None = None) -> None:
-        """The canvas shows the Keras decode of z, 8-bit (one level for rounding)."""
-        _, decoder = keras_models(built.project, model_id)
-        z = np.array([z], np.float32)
-        expected = decoder.predict([z, one_hot([digit])] if digit is not None else z, verbose=0)[0]
-        got = np.array(canvas)
-        assert got.shape == (784,)
-        assert np.abs(got - np.rint(255 * expected)).max() <= 1, model_id
+        assert_shows_keras_decode(built.project, canvas, model_id, z, digit)
 
     h = r["hover"]
     assert h["model"] == "vae"
@@ -377,14 +385,7 @@ def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> Non
 # clicks and draws them; records what the page then holds and shows.
 PAD_PROBE = """<pre id="probe"></pre><script>
 (function () {
-  var IDS = %s;
-  function frames(n) { return new Promise(function (done) {
-    (function next(k) { if (k === 0) done(); else requestAnimationFrame(function () { next(k - 1); }); })(n); }); }
-  function red(id) {
-    var c = document.getElementById(id), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
-    for (var i = 0; i < d.length; i += 4) out.push(d[i]);
-    return out;
-  }
+""" + PROBE_HELPERS + """  var IDS = %s;
   function shown(id) { return red(id).reduce(function (a, b) { return a + b; }, 0); }  // 0: a black canvas
   function held(S) {
     return {source: S.padSource, digit: S.digit, input: S.input ? Array.from(S.input) : null,
@@ -407,10 +408,9 @@ PAD_PROBE = """<pre id="probe"></pre><script>
                      shown: ['pad', 'input', 'recon'].map(shown)};
       var r = pad.getBoundingClientRect();
       [[0.35, 0.25], [0.6, 0.3], [0.45, 0.55], [0.4, 0.8]].forEach(function (f, k) {
-        pad.dispatchEvent(new PointerEvent(k === 0 ? 'pointerdown' : 'pointermove', {clientX: r.left + f[0] * r.width,
-          clientY: r.top + f[1] * r.height, bubbles: true, cancelable: true, pointerId: 7, pointerType: 'mouse',
-          isPrimary: true, buttons: 1})); });
-      pad.dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerId: 7, pointerType: 'mouse', isPrimary: true}));
+        pointer(pad, k === 0 ? 'pointerdown' : 'pointermove', r.left + f[0] * r.width, r.top + f[1] * r.height,
+                {buttons: 1}); });
+      pointer(pad, 'pointerup', r.left + 0.4 * r.width, r.top + 0.8 * r.height);
       await frames(2);
       out.stroke = held(S);
       key('c'); await frames(2);
@@ -437,7 +437,7 @@ def test_random_image_clear_and_the_pad_encode_like_keras_for_every_kind_of_mode
     assert r["errors"] == [], r["errors"]
 
     def encodes_like_keras(model_id: str, held: dict, digit: int | None) -> None:
-        encoder, decoder = keras_models(built.project, model_id)
+        encoder, _ = keras_models(built.project, model_id)
         x = np.array([held["input"]], np.float32)
         inputs = [x, one_hot([digit])] if digit is not None else x
         e = held["encoded"]
@@ -449,9 +449,7 @@ def test_random_image_clear_and_the_pad_encode_like_keras_for_every_kind_of_mode
             z, z_log_var, _ = (a[0] for a in encoder.predict(inputs, verbose=0))
             assert np.allclose(e["z_mean"], z, atol=1e-4) and np.allclose(e["z_log_var"], z_log_var, atol=1e-4)
             assert held["code"].startswith("z_mean = (") and "σ" in held["code"]
-        expected = decoder.predict([np.array([z], np.float32), one_hot([digit])] if digit is not None
-                                   else np.array([z], np.float32), verbose=0)[0]
-        assert np.abs(np.array(held["recon"]) - np.rint(255 * expected)).max() <= 1, model_id
+        assert_shows_keras_decode(built.project, held["recon"], model_id, z, digit)
 
     for model_id in ("ae", "vae", "cvae"):
         m = r[model_id]
@@ -550,9 +548,7 @@ def test_page_is_keyboard_operable(built: Built) -> None:
 # switches models; plays. %s: the cases, chosen by the test.
 REPLAY_PROBE = """<pre id="probe"></pre><script>
 (function () {
-  var T = %s;
-  function frames(n) { return new Promise(function (done) {
-    (function next(k) { if (k === 0) done(); else requestAnimationFrame(function () { next(k - 1); }); })(n); }); }
+""" + PROBE_HELPERS + """  var T = %s;
   function sleep(ms) { return new Promise(function (done) { setTimeout(done, ms); }); }
   function b64(f) {
     var u = new Uint8Array(f.buffer, f.byteOffset, f.byteLength), s = '';
@@ -591,8 +587,7 @@ REPLAY_PROBE = """<pre id="probe"></pre><script>
       if (h.digit !== undefined) { ex.setDigit(h.digit); await frames(1); }
       slide(h.epoch); await frames(1);
       var p = ex.latentToClient(h.z);
-      plane.dispatchEvent(new PointerEvent('pointermove', {clientX: p[0], clientY: p[1], bubbles: true, pointerId: 7,
-                                                            pointerType: 'mouse', isPrimary: true}));
+      pointer(plane, 'pointermove', p[0], p[1]);
       await frames(2);
       R.hover.push({id: h.id, epoch: ex.epoch(), cursor: S.cursor.slice(), digit: S.digit, shown: b64(S.shown),
                     decoder_epoch: ex.decoderEpoch(h.id, h.epoch), notes: notes()});
