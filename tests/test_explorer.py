@@ -310,7 +310,6 @@ def test_page_decodes_and_encodes_like_keras(built: Built) -> None:
         print(f"{model_id}: max |page - keras|: decode {inside:.1e} (far out {far:.1e}), encode {encoded:.1e}")
 
 
-@pytest.mark.slow
 def assert_shows_keras_decode(project: Path, canvas: list[int], model_id: str, z, digit: int | None = None) -> None:
     """The canvas (its 784 gray levels) shows the Keras decode of z, 8-bit (one level for rounding)."""
     from stages.lib.models import one_hot
@@ -322,6 +321,7 @@ def assert_shows_keras_decode(project: Path, canvas: list[int], model_id: str, z
     assert np.abs(got - np.rint(255 * expected)).max() <= 1, model_id
 
 
+@pytest.mark.slow
 def test_page_responds_to_pointer_pad_picker_wheel_and_keys(built: Built) -> None:
     vae = next(m for m in built.data["models"] if m["id"] == "vae")
     x0, x1, y0, y1 = vae["extent"]
