@@ -31,15 +31,21 @@ from pathlib import Path
 SETUPS = ("notebook", "default", "fast")
 
 
-def cpu_model() -> str:
-    """The CPU as /proc/cpuinfo gives it: model name, family/model/stepping (a virtual machine's name
-    may be generic) and the widest vector ISA, which decides the fast mode's kernels."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags", ...)."""
     info: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         key, _, value = line.partition(":")
         info.setdefault(key.strip(), value.strip())
         if not line.strip():
             break
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo gives it: model name, family/model/stepping (a virtual machine's name
+    may be generic) and the widest vector ISA, which decides the fast mode's kernels."""
+    info = cpu_info()
     flags = info.get("flags", "").split()
     isa = "AVX-512" if "avx512f" in flags else "AVX2+FMA" if {"avx2", "fma"} <= set(flags) else "no AVX2"
     return (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model "

@@ -56,7 +56,7 @@ def test_vae_and_ae_loss_terms_against_numpy(batch) -> None:
 
     x = models.flatten(batch[0])
     # The initial weights come from Keras' global generator: seeded here, so that they do not depend
-    # on which tests ran before in this process (with some draws the two decodes below come close).
+    # on which tests ran before in this process (with 4 of 40 draws the two decodes below came within 1%).
     keras.utils.set_random_seed(0)
     vae = models.build("vae", 2, (8, 4), beta=3.0, seed=1)
     # A wide posterior (std e) and a steep decoder, so decoding z instead of z_mean changes the
@@ -76,7 +76,7 @@ def test_vae_and_ae_loss_terms_against_numpy(batch) -> None:
     np.testing.assert_allclose(terms["reconstruction"], reconstruction, rtol=1e-5)
     # Decoding z_mean (no sampling) would be a different number: the check above tells them apart.
     at_mean = bce_sum(x, decode_in_numpy(vae.decoder, z_mean)).mean()
-    assert abs(at_mean - reconstruction) > 100 * 1e-5 * reconstruction, (at_mean, reconstruction)
+    assert abs(at_mean - reconstruction) > 1000 * 1e-5 * reconstruction, (at_mean, reconstruction)
     np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + 3.0 * terms["kl"], rtol=1e-6)
 
     ae = models.build("ae", 2, (8, 4))
