@@ -158,23 +158,37 @@ def test_the_lock_names_only_stages_of_dvc_yaml() -> None:
 
 
 def test_make_repro_waves_are_independent_stages_of_dvc_yaml() -> None:
-    """`make repro` runs each wave of TRAIN_WAVES two at a time: its stages must be stages of dvc.yaml,
-    none upstream of another in its wave (the other would run it too, at the same time)."""
+    """`make repro` runs each wave of REPRO_WAVES as two chains side by side, each chain's stages one
+    after another by `dvc repro -s` (which runs no upstream stage). So every stage named is a stage of
+    dvc.yaml; no stage of one chain is upstream of a stage of the other (they would run at the same
+    time, the later on stale inputs); and each stage's upstream is fetch, a stage of an earlier wave
+    or one before it in its chain (else it would run before its inputs, and `dvc repro` again)."""
     import re
 
     import networkx as nx
     from dvc.repo import Repo
 
-    waves = re.search(r"^TRAIN_WAVES := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
-    assert waves, "no TRAIN_WAVES in the Makefile"
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    waves = re.search(r"^REPRO_WAVES := (.+)$", makefile, re.M).group(1).split()
+    assert waves, "no REPRO_WAVES in the Makefile"
     with Repo(str(ROOT)) as repo:
         graph = repo.index.graph  # edges from a stage to the stages it depends on
         by_name = {stage.addressing: stage for stage in graph}
+        done = {"fetch"}
         for wave in waves:
-            names = wave.split(",")
-            assert len(names) == 2 and set(names) <= set(by_name), (wave, sorted(by_name))
-            a, b = (by_name[n] for n in names)
-            assert not nx.has_path(graph, a, b) and not nx.has_path(graph, b, a), f"{wave}: one depends on the other"
+            chains = [chain.split("+") for chain in wave.split(",")]
+            assert len(chains) == 2, f"{wave}: not two chains"
+            unknown = {n for chain in chains for n in chain} - set(by_name)
+            assert not unknown, f"{wave}: not stages of dvc.yaml: {sorted(unknown)}"
+            for mine, other in (chains, chains[::-1]):
+                for n in mine:
+                    for m in other:
+                        assert not nx.has_path(graph, by_name[n], by_name[m]), f"{wave}: {n} depends on {m}"
+                for i, n in enumerate(mine):
+                    upstream = {s.addressing for s in nx.descendants(graph, by_name[n])}
+                    early = upstream - done - set(mine[:i])
+                    assert not early, f"{wave}: {n} runs before its upstream {sorted(early)}"
+            done |= {n for chain in chains for n in chain}
 
 
 # --- params -------------------------------------------------------------------------------------
