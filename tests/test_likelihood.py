@@ -98,6 +98,42 @@ def test_iwae_with_a_wrong_proposal_converges_as_k_grows(linear_gaussian) -> Non
     assert np.mean(elbos) == pytest.approx(result[1].nll, abs=4 * np.std(elbos) / math.sqrt(30))
 
 
+def test_in_order_runs_two_calls_at_once_and_yields_them_in_order() -> None:
+    import threading
+    import time
+
+    both = threading.Barrier(2, timeout=20)                         # broken unless two calls meet
+    started: list[int] = []
+
+    def call(i: int) -> int:
+        started.append(i)
+        if i in (1, 2):
+            both.wait()
+        time.sleep(0.01 * (5 - i))                                  # later calls finish sooner
+        return i
+
+    results = []
+    for r in lik.in_order(lambda i=i: call(i) for i in range(5)):
+        results.append(r)
+        assert len(started) <= r + 1 + lik.THREADS                  # at most THREADS calls ahead
+    assert results == list(range(5))
+
+
+def test_the_estimates_on_two_threads_are_the_serial_bytes(linear_gaussian, monkeypatch) -> None:
+    """The samples are drawn on the caller's thread in one order, whatever thread decodes them."""
+    m = linear_gaussian
+    mean, log_var = m["post_mean"] + 0.3, np.full_like(m["post_mean"], -1.0)
+
+    def estimates() -> tuple:
+        iwae = lik.iwae(gaussian_pairs(m), mean, log_var, (1, 10, 100), np.random.default_rng(3), batch=3)
+        q = lik.quadrature(gaussian_grid(m), 5.0, 41, chunk=64)
+        return [(e.nll, e.stderr) for e in iwae.values()], q.coarse.tobytes(), q.fine.tobytes()
+
+    threaded = estimates()
+    monkeypatch.setattr(lik, "THREADS", 1)
+    assert estimates() == threaded
+
+
 # --- the Bernoulli likelihood ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
