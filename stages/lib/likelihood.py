@@ -133,14 +133,14 @@ T = TypeVar("T")
 THREADS = 2
 
 
-def in_order(calls: Iterable[Callable[[], T]], threads: int | None = None) -> Iterator[T]:
-    """Each call's result, in the calls' order, up to ``threads`` calls running at once.
+def in_order(calls: Iterable[Callable[[], T]]) -> Iterator[T]:
+    """Each call's result, in the calls' order, up to THREADS calls running at once.
 
     ``calls`` is consumed in order on the caller's thread (draw random numbers there, not in a call),
-    at most ``threads`` ahead of the result it yields. The first call runs alone, so that TensorFlow
+    at most THREADS ahead of the result it yields. The first call runs alone, so that TensorFlow
     traces and compiles a function once before two threads call it.
     """
-    threads = THREADS if threads is None else threads
+    threads = THREADS  # read at each call: the tests set it to 1 for the serial reference
     it = iter(calls)
     first = next(it, None)
     if first is None:
