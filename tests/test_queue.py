@@ -1,5 +1,6 @@
 """The experiment queue end to end: three β queued, and one bad param among them, two workers; every
-good result in `dvc exp show`, the bad one reported failed with its one-line error."""
+good result in `dvc exp show`, each having rerun only the VAE's branch, the bad one reported failed
+with its one-line error; the best one applied to the workspace."""
 from __future__ import annotations
 
 import json
@@ -90,6 +91,7 @@ def experiments(project: Project) -> dict[str, dict]:
 def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:
     proj = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
+    before = {m: (proj.path / f"artifacts/{m}/metrics.json").read_text() for m in ("ae", "vae")}
     for beta in BETAS[:2]:
         proj.dvc("exp", "run", "--queue", "-S", f"vae.beta={beta}")
     proj.dvc("exp", "run", "--queue", "-n", BAD[0], "-S", BAD[1])  # among the good ones
@@ -137,6 +139,11 @@ def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
 
     exps = {name: rev for name, rev in experiments(proj).items() if name != BAD[0]}
     assert len(exps) == 3, list(exps)
+    # What an experiment on vae.beta reran: the VAE's branch, not the AE's, the data or the sweep.
+    for name in exps:
+        ran = set(re.findall(r"Running stage '([^']+)'", proj.dvc("queue", "logs", name).stdout))
+        assert {"train@vae", "evaluate@vae"} <= ran, (name, ran)
+        assert not [s for s in ran if s.endswith("@ae") or s in ("fetch", "beta_sweep")], (name, ran)
     found = {}
     for name, rev in exps.items():
         data = rev["data"]
@@ -152,4 +159,8 @@ def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
     metrics = json.loads((proj.path / METRICS).read_text())
     assert found[float(params["vae"]["beta"])] == metrics["test_neg_elbo"] == min(found.values())
     assert "up to date" in proj.dvc("status").stdout
+    assert (proj.path / "artifacts/ae/metrics.json").read_text() == before["ae"]
+    assert (proj.path / "artifacts/vae/metrics.json").read_text() != before["vae"]
+    shown = proj.dvc("exp", "show", "--md").stdout
+    assert "vae.beta" in shown and "test_neg_elbo" in shown
     assert yaml.safe_load((proj.path / "params.yaml").read_text())["vae"]["epochs"] >= 1
