@@ -92,6 +92,8 @@ def untrained_reconstruction(project: Project, kind: str) -> float:
     p = yaml.safe_load((project.path / "params.yaml").read_text())
     _, _, x, y = mnist.load(project.path / "data/mnist.npz", p["data"]["train_limit"])
     x = x.reshape(-1, 784)
+    import keras
+    keras.utils.set_random_seed(p[kind]["seed"])  # the decoder's initial weights too: the same value each run
     model = models.build(kind, p[kind]["latent_dim"], tuple(p[kind]["hidden"]), seed=p[kind]["seed"])
     label = [models.one_hot(y)] if kind == "cvae" else []
     z = model.encoder.predict([x, *label] if label else x, batch_size=2000, verbose=0)
