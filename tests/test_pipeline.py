@@ -88,11 +88,12 @@ def five_nn_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarr
 def untrained_reconstruction(project: Project, kind: str) -> float:
     """Test reconstruction (nats/image) of ``kind``'s architecture with its initial weights (the params'
     seed), by a binary cross-entropy written here: what a training that learns nothing would report."""
-    from stages.lib import models, mnist
+    import keras
+
+    from stages.lib import mnist, models
     p = yaml.safe_load((project.path / "params.yaml").read_text())
     _, _, x, y = mnist.load(project.path / "data/mnist.npz", p["data"]["train_limit"])
     x = x.reshape(-1, 784)
-    import keras
     keras.utils.set_random_seed(p[kind]["seed"])  # the decoder's initial weights too: the same value each run
     model = models.build(kind, p[kind]["latent_dim"], tuple(p[kind]["hidden"]), seed=p[kind]["seed"])
     label = [models.one_hot(y)] if kind == "cvae" else []
@@ -189,7 +190,7 @@ def test_param_edits_rerun_exactly_the_stages_that_read_them(tiny: Project, chan
 
 
 # Stages that another test already runs a second time and compares byte for byte with the first:
-# the forced rerun below leaves them out (a minute of the suite's 2 cores).
+# the forced rerun below leaves them out.
 RERUN_ELSEWHERE = {
     "fetch": "test_repro_fetch_then_nothing_to_do: forced from HTTP, the same md5",
     "train@vae": "tests/test_binarize.py: forced, the same encoder.keras and metrics (dynamic binarization)",
