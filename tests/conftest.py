@@ -5,6 +5,7 @@ import fcntl
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,16 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
 def dvc(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True,
         timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], cwd, env, check, timeout)
+
+
+def ran(output: str) -> set[str]:
+    """The stages whose command DVC ran, from its output (`dvc repro`, `dvc exp run`, `dvc queue logs`)."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def restored(output: str) -> set[str]:
+    """The stages DVC restored from its run-cache instead of running them, from its output."""
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output))
 
 
 def deep_update(base: dict, changes: dict) -> dict:

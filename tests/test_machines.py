@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Project, copy_of, run, tiny_base
+from tests.conftest import Project, copy_of, ran, restored, run, tiny_base
 from tests.s3server import S3Server, s3_env
 
 METRIC = "artifacts/vae/metrics.json:test_neg_elbo"
@@ -31,14 +31,6 @@ NOT_AN_EXPERIMENT = "no-such-experiment"
 # after "Epoch i/n" when n > 1): the trace of a training.
 TRAINING = re.compile(r"^(Epoch \d+/\d+$|\d+/\d+ - .*\bloss: )", re.M)
 EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(?P<name>[^/]+)$")
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output))
 
 
 def trained(output: str) -> set[str]:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import Project, copy_of, tiny_base
+from tests.conftest import Project, copy_of, ran, tiny_base
 
 
 def lock(project: Project) -> dict:
@@ -49,7 +48,7 @@ def would_run(project: Project, changes: dict) -> set[str]:
         out = project.dvc("repro", "--dry").stdout
     finally:
         project.git("checkout", "params.yaml")
-    return set(re.findall(r"Running stage '([^']+)'", out))
+    return ran(out)
 
 
 LIKELIHOOD = {"likelihood@vae", "likelihood@cvae", "likelihood@beta_sweep"}
@@ -85,15 +84,14 @@ def five_nn_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarr
     return correct / len(test)
 
 
-def untrained_reconstruction(project: Project, kind: str) -> float:
-    """Test reconstruction (nats/image) of ``kind``'s architecture with its initial weights (the params'
-    seed), by a binary cross-entropy written here: what a training that learns nothing would report."""
+def untrained_reconstruction(project: Project, kind: str, x: np.ndarray, y: np.ndarray) -> float:
+    """Test reconstruction (nats/image) on test images ``x`` (flat) with labels ``y`` of ``kind``'s
+    architecture with its initial weights (the params' seed), by a binary cross-entropy written
+    here: what a training that learns nothing would report."""
     import keras
 
-    from stages.lib import mnist, models
+    from stages.lib import models
     p = yaml.safe_load((project.path / "params.yaml").read_text())
-    _, _, x, y = mnist.load(project.path / "data/mnist.npz", p["data"]["train_limit"])
-    x = x.reshape(-1, 784)
     keras.utils.set_random_seed(p[kind]["seed"])  # the decoder's initial weights too: the same value each run
     model = models.build(kind, p[kind]["latent_dim"], tuple(p[kind]["hidden"]), seed=p[kind]["seed"])
     label = [models.one_hot(y)] if kind == "cvae" else []
@@ -122,6 +120,9 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
 
     # The numbers: every key the README and compare read, finite, shares in [0, 1].
     art = tiny.path / "artifacts"
+    from stages.lib import mnist
+    _, _, x_test, y_test = mnist.load(tiny.path / "data/mnist.npz")  # for the untrained baselines
+    x_test = x_test.reshape(len(x_test), -1)
     for m in ("ae", "vae", "cvae"):
         evaluation = json.loads((art / m / "evaluation.json").read_text())
         numbers = dict(finite_numbers(evaluation))
@@ -142,7 +143,7 @@ def test_tiny_pipeline_produces_every_declared_output(tiny: Project) -> None:
         # Training learned: the tiny models reconstruct at about 231 nats/image, the same networks
         # untrained at about 543 (784 ln 2: every pixel 0.5). A step that updates nothing stays there.
         # (Not the kNN: an untrained encoder's 5-NN, 0.18-0.21 here, matches the tiny trained ones'.)
-        untrained = untrained_reconstruction(tiny, m)
+        untrained = untrained_reconstruction(tiny, m, x_test, y_test)
         assert metrics["test_reconstruction"] <= 0.6 * untrained, (m, metrics["test_reconstruction"], untrained)
     sweep = json.loads((art / "beta_sweep/metrics.json").read_text())
     assert set(sweep) == {"beta_2"}  # TINY's one beta
@@ -208,6 +209,6 @@ def test_forced_repro_gives_an_identical_lock(tiny: Project) -> None:
     assert set(RERUN_ELSEWHERE) <= set(stages)
     again = sorted(set(stages) - set(RERUN_ELSEWHERE))
     out = tiny.dvc("repro", "-f", "-s", *again).stdout  # each stage alone: the same inputs, the same bytes
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == set(again), out[-3000:]
+    assert ran(out) == set(again), out[-3000:]
     assert (tiny.path / "dvc.lock").read_text() == before
     assert tiny.git("status", "--porcelain").stdout == ""  # committed figures and metrics unchanged too

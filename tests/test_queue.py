@@ -16,7 +16,7 @@ import pytest
 
 import yaml
 
-from tests.conftest import Project, copy_of, tiny_base
+from tests.conftest import Project, copy_of, ran, tiny_base
 
 BETAS = ["0.5", "2", "4"]
 BAD = ("bad-epochs", "vae.epochs=0", "params.yaml: vae.epochs: expected an integer >= 1, got 0")
@@ -141,9 +141,9 @@ def test_three_queued_betas_run_two_at_a_time_and_all_show_up(
     assert len(exps) == 3, list(exps)
     # What an experiment on vae.beta reran: the VAE's branch, not the AE's, the data or the sweep.
     for name in exps:
-        ran = set(re.findall(r"Running stage '([^']+)'", proj.dvc("queue", "logs", name).stdout))
-        assert {"train@vae", "evaluate@vae"} <= ran, (name, ran)
-        assert not [s for s in ran if s.endswith("@ae") or s in ("fetch", "beta_sweep")], (name, ran)
+        rerun = ran(proj.dvc("queue", "logs", name).stdout)
+        assert {"train@vae", "evaluate@vae"} <= rerun, (name, rerun)
+        assert not [s for s in rerun if s.endswith("@ae") or s in ("fetch", "beta_sweep")], (name, rerun)
     found = {}
     for name, rev in exps.items():
         data = rev["data"]

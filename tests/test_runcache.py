@@ -6,13 +6,12 @@ reviewers read in git are declared under `metrics:` or `plots:` instead (dvc.yam
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Project, copy_of, tiny_base
+from tests.conftest import ROOT, Project, copy_of, ran, restored, tiny_base
 
 # Sub-second stages whose output is neither a metric nor a plot: they rerun instead of restoring.
 ALWAYS_RERUN = {"compare": ["artifacts/comparison.md"]}
@@ -30,14 +29,6 @@ def test_no_stage_declares_an_uncached_out() -> None:
                 if props and props.get("cache") is False:
                     uncached.setdefault(name, []).append(path)
     assert uncached == ALWAYS_RERUN
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output))
 
 
 def snapshot(project: Project) -> dict[str, str]:
