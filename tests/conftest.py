@@ -71,6 +71,46 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("skips turned into failures (CI is set)", red=True)
         for line in skips:
             terminalreporter.line(line)
+    cpu_summary(terminalreporter)
+
+
+# --- CPU time per test: under pytest-xdist, --durations' wall times include waiting for a core ------
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have been waited for (their subprocesses too)."""
+    import resource
+
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _timed_phase(item: pytest.Item) -> Iterator[None]:
+    start = _cpu_seconds()
+    yield
+    item.user_properties.append(("cpu_s", _cpu_seconds() - start))  # reaches the controller in the report
+
+
+pytest_runtest_setup = pytest.hookimpl(hookwrapper=True)(_timed_phase)
+pytest_runtest_call = pytest.hookimpl(hookwrapper=True)(_timed_phase)
+pytest_runtest_teardown = pytest.hookimpl(hookwrapper=True)(_timed_phase)
+
+CPU_TOP = 15
+
+
+def cpu_summary(terminalreporter: Any) -> None:
+    """The tests that used most CPU (set-up, call and teardown: a shared fixture counts where it was
+    built), and the total, beside --durations: two cores idle or busy show in the ratio to wall time."""
+    cpu = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) == "teardown":
+                cpu[report.nodeid] = sum(v for k, v in report.user_properties if k == "cpu_s")
+    if not cpu:
+        return
+    terminalreporter.section(f"CPU seconds per test, top {CPU_TOP} (the test's process and its subprocesses)")
+    for nodeid, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])[:CPU_TOP]:
+        terminalreporter.line(f"{seconds:9.1f}  {nodeid}")
+    terminalreporter.line(f"{sum(cpu.values()):9.1f}  in all, {len(cpu)} tests")
 
 
 # --- order: `make test` runs pytest-xdist workers, each taking whole files in this order ---------
