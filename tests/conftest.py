@@ -99,7 +99,9 @@ CPU_TOP = 15
 
 def cpu_summary(terminalreporter: Any) -> None:
     """The tests that used most CPU (set-up, call and teardown: a shared fixture counts where it was
-    built), and the total, beside --durations: two cores idle or busy show in the ratio to wall time."""
+    built), and the total, beside --durations: two cores idle or busy show in the ratio to wall time.
+    Processes nobody waits for are not counted: DVC's queue workers detach (tests/test_queue.py and
+    tests/test_machines.py train more than their figure says)."""
     cpu = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
