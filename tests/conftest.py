@@ -80,8 +80,8 @@ def _cpu_seconds() -> float:
     """CPU seconds of this process and of its children that have been waited for (their subprocesses too)."""
     import resource
 
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usages)
 
 
 def _timed_phase(item: pytest.Item) -> Iterator[None]:
