@@ -93,20 +93,34 @@ def full_size_products() -> None:
     files.write_npz("artifacts/full_size_products.npz", out)
 
 
-# Steps that are not a stage's main(): computations the stages make, at shapes the params do not give.
-OWN_STEPS = {"numpy_math": numpy_math, "full_size_products": full_size_products}
+def paper_train() -> None:
+    """Stage paper_train@davidson-0 (make paper): the protocol's batch 64 with a shorter last batch,
+    dynamically binarized pixels, the KL warm-up's variable weight, a validation split and early
+    stopping, none of which the main pipeline's trainings compute."""
+    from stages import paper_train as stage
+
+    argv = sys.argv
+    sys.argv = [argv[0], "davidson", "0"]
+    try:
+        stage.main()
+    finally:
+        sys.argv = argv
+
+
+# Steps that are not a stage's main() with one argument: computations the stages make, at shapes the
+# params do not give, and a stage that takes two arguments.
+OWN_STEPS = {"numpy_math": numpy_math, "full_size_products": full_size_products, "paper_train": paper_train}
 
 
 def main(steps: list[str]) -> None:
     fewer_images()
     for step in steps:
+        start = time.perf_counter()
         if step in OWN_STEPS:
             OWN_STEPS[step]()
-            continue
-        module, _, arg = step.partition(":")
-        stage = importlib.import_module(f"stages.{module}")
-        start = time.perf_counter()
-        stage.main(*([arg] if arg else []))
+        else:
+            module, _, arg = step.partition(":")
+            importlib.import_module(f"stages.{module}").main(*([arg] if arg else []))
         print(f"portable_driver: {step} done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
