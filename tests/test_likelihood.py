@@ -275,6 +275,24 @@ def test_the_unclipped_decoder_gives_the_exact_bernoulli_likelihood_of_the_logit
     assert (clipped > got + 1).any() and (clipped >= got - 784e-7 - 1e-3).all()
 
 
+def test_the_gap_tools_per_image_bound_and_effective_sample_size() -> None:
+    """tools/paper_gap.py: each image's IWAE-k is the mean over its disjoint groups of k of
+    log mean w (written out with numpy here), and the ESS share is 1 for equal weights, 1/k for one
+    weight that dwarfs the rest."""
+    from tools.paper_gap import effective_share, per_image_iwae
+
+    log_w = np.random.default_rng(0).normal(-100.0, 2.0, size=(3, 12))
+    for k in (1, 4, 12):
+        groups = log_w.reshape(3, 12 // k, k)
+        want = (np.log(np.exp(groups - groups.max(-1, keepdims=True)).mean(-1)) + groups.max(-1)).mean(-1)
+        np.testing.assert_allclose(per_image_iwae(log_w, k), want, rtol=1e-12)
+    assert per_image_iwae(log_w, 12)[0] > per_image_iwae(log_w, 1)[0]  # Jensen: log of a mean >= mean of logs
+    equal, one = np.zeros((1, 50)), np.full((1, 50), -1e3)
+    one[0, 7] = 0.0
+    np.testing.assert_allclose(effective_share(equal), [1.0])
+    np.testing.assert_allclose(effective_share(one), [1 / 50])
+
+
 @pytest.mark.slow
 def test_grids_that_disagree_stop_the_stage_with_one_line_and_no_file(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -104,6 +105,23 @@ def test_make_paper_again_is_cached(paper: tuple[Project, str]) -> None:
     out = run(["make", "paper"], proj.path, proj.env).stdout
     assert "Running stage" not in out and "| ours, davidson | 0 |" in out
     assert proj.git("status", "--porcelain").stdout == ""
+
+
+def test_the_gap_tool_prints_the_bound_in_k_and_the_exact_lead_per_image(paper: tuple[Project, str]) -> None:
+    """tools/paper_gap.py on a trained run: a row per k, the bound rising with k and below the exact
+    value (within Monte-Carlo error), every image counted once by ESS and by digit."""
+    proj, _ = paper
+    out = run([sys.executable, "-m", "tools.paper_gap", "artifacts/paper/notebook-0", "--images", "60"],
+              proj.path, proj.env).stdout
+    rows = re.findall(r"^\| (\d+) \| (-[\d.]+) \| (-?[\d.]+) \| (-?[\d.]+) \|$", out, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000], out
+    ll = [float(r[1]) for r in rows]
+    assert ll[-1] > ll[0] and float(rows[-1][3]) > -0.05, out  # IWAE-5000 above IWAE-1, below the exact LL
+    # The TensorFlow example's estimator: importance sampling only for the KL, so above L[q], rising with n.
+    tf = [float(g) for g in re.findall(r"^\| (?:10|100|500|5000) \| -[\d.]+ \| (-?[\d.]+) \|$", out, re.M)]
+    assert len(tf) == 4 and tf[0] > -0.05 and tf[-1] > tf[0], out
+    counts = [int(c) for c in re.findall(r"^\| (?:\[[\d.]+, [\d.]+\)|\d) \| (\d+) \| ", out, re.M)]
+    assert len(counts) == 14 and sum(counts[:4]) == sum(counts[4:]) == 60, out
 
 
 @pytest.mark.parametrize("change, changed", [
