@@ -277,9 +277,9 @@ def test_the_unclipped_decoder_gives_the_exact_bernoulli_likelihood_of_the_logit
 
 def test_the_gap_tools_per_image_bound_and_effective_sample_size() -> None:
     """tools/paper_gap.py: each image's IWAE-k is the mean over its disjoint groups of k of
-    log mean w (written out with numpy here), and the ESS share is 1 for equal weights, 1/k for one
-    weight that dwarfs the rest."""
-    from tools.paper_gap import effective_share, per_image_iwae
+    log mean w (written out with numpy here), the ESS share is 1 for equal weights, 1/k for one
+    weight that dwarfs the rest, and the narrow-q limit starts at 0 for one sample."""
+    from tools.paper_gap import effective_share, narrow_q_limit, per_image_iwae
 
     log_w = np.random.default_rng(0).normal(-100.0, 2.0, size=(3, 12))
     for k in (1, 4, 12):
@@ -291,6 +291,8 @@ def test_the_gap_tools_per_image_bound_and_effective_sample_size() -> None:
     one[0, 7] = 0.0
     np.testing.assert_allclose(effective_share(equal), [1.0])
     np.testing.assert_allclose(effective_share(one), [1 / 50])
+    # The narrow-q limit: with one sample the estimator is L[q] itself (E G = d / 2); more samples lift it.
+    assert abs(narrow_q_limit(2, 1)) < 0.1 and 0 < narrow_q_limit(2, 10) < narrow_q_limit(2, 100)
 
 
 @pytest.mark.slow
