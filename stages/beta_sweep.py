@@ -6,8 +6,9 @@ test reconstruction and KL, and what random codes z ~ N(0, I) decode to, judged 
 Writes artifacts/beta_sweep/models/beta_<beta>/{encoder,decoder}.keras (for the explorer and the
 likelihood stage) and artifacts/beta_sweep/metrics.json ({"beta_<beta>": {...}}).
 
-With compute.portable each training runs on one thread, so the betas train side by side in a
-pool of processes, one per core: the same bytes as one after another, in about half the time.
+With compute.portable each training runs on compute.threads threads (one by default), so the betas
+train side by side in a pool of processes, a core for each thread: the same bytes as one after
+another, in about half the time.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def train_one(beta: float, models_dir: Path) -> dict:
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     # As train@vae does (seed, build, fit, score): vae.beta in the sweep gives the very same model.
     model, _, scores = training.fit_scored("vae", p, x_train, x_test, f"beta_sweep ({sweep_name(beta)})",
-                                           binarize=data.binarize)
+                                           binarize=data.binarize,
+                                           parts=params.load("compute", params.ComputeParams).threads)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
     probabilities = models.predict(classifier, models.decode(model.decoder, z))
@@ -53,14 +55,15 @@ def train_one(beta: float, models_dir: Path) -> dict:
     return result
 
 
-def workers(n_betas: int, portable: bool) -> int:
-    """Processes to train in: one per core when each training is single-threaded (portable)."""
-    return min(n_betas, os.cpu_count() or 1) if portable else 1
+def workers(n_betas: int, portable: bool, threads: int = 1) -> int:
+    """Processes to train in: under compute.portable each training computes on ``threads`` threads
+    (compute.threads), so a core for each of those; otherwise one process, which takes every core."""
+    return max(1, min(n_betas, (os.cpu_count() or 1) // threads)) if portable else 1
 
 
 def main() -> None:
     betas = params.load("beta_sweep", params.BetaSweepParams).betas
-    portable = params.load("compute", params.ComputeParams).portable
+    compute = params.load("compute", params.ComputeParams)
     vae = params.load("vae", params.VAEParams, keys=VAE_KEYS)  # fail before training
     params.check_protocol("vae", vae, params.load("data", params.DataParams).train_limit)
     params.load("evaluate", params.EvaluateParams, keys=EVALUATE_KEYS)
@@ -69,7 +72,7 @@ def main() -> None:
     final, staging = SWEEP_MODELS, OUT / ".models.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        n = workers(len(betas), portable)
+        n = workers(len(betas), compute.portable, compute.threads)
         if n == 1:
             results = [train_one(b, staging) for b in betas]
         else:  # spawn: a fresh interpreter per worker, with the compute settings inherited

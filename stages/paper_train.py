@@ -35,7 +35,7 @@ def main() -> None:
           f"stops after {t.patience} epochs without a better -ELBO on {t.validation} held-out images; "
           f"then scored on the {len(x_test)} test images. One line per epoch:", flush=True)
     metrics = training.train("vae", p, x_train, x_test, run_dir(model, seed), binarize=t.binarize, stage=stage,
-                             progress=True, scale=arch.scale)
+                             progress=True, scale=arch.scale, parts=params.load("compute", params.ComputeParams).threads)
     print(f"{stage}: {metrics}")
 
 

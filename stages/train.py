@@ -16,6 +16,7 @@ from stages.lib import MODELS, mnist, params, run
 def main(kind: str) -> None:
     p = params.load(kind, params.TrainParams if kind == "ae" else params.VAEParams)
     data = params.load("data", params.DataParams)
+    threads = params.load("compute", params.ComputeParams).threads
     if kind != "ae":
         params.check_protocol(kind, p, data.train_limit)
     from stages.lib import models, snapshots, training  # TensorFlow loads only once params are valid
@@ -24,7 +25,7 @@ def main(kind: str) -> None:
     if kind == "cvae":  # the digit goes with every image
         x_train, x_test = (x_train, models.one_hot(y_train)), (x_test, models.one_hot(y_test))
     print(training.train(kind, p, x_train, x_test, Path("artifacts", kind), binarize=data.binarize,
-                         recorder=snapshots.Recorder()))
+                         recorder=snapshots.Recorder(), parts=threads))
 
 
 if __name__ == "__main__":

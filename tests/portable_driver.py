@@ -107,9 +107,24 @@ def paper_train() -> None:
         sys.argv = argv
 
 
+def train_in_parts() -> None:
+    """train@vae with compute.threads: 2 (outputs in artifacts/vae_parts/): each step's batch in two halves,
+    each its own XLA launch, summed in order. Its bytes do not depend on how many threads run the halves
+    (tests/test_training.py), so this process's one inter-op thread computes what two would."""
+    from pathlib import Path
+
+    from stages.lib import training
+
+    p = params.load("vae", params.VAEParams)
+    data = params.load("data", params.DataParams)
+    x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
+    training.train("vae", p, x_train, x_test, Path("artifacts/vae_parts"), parts=2)
+
+
 # Steps that are not a stage's main() with one argument: computations the stages make, at shapes the
 # params do not give, and a stage that takes two arguments.
-OWN_STEPS = {"numpy_math": numpy_math, "full_size_products": full_size_products, "paper_train": paper_train}
+OWN_STEPS = {"numpy_math": numpy_math, "full_size_products": full_size_products, "paper_train": paper_train,
+             "train_in_parts": train_in_parts}
 
 
 def main(steps: list[str]) -> None:

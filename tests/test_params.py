@@ -111,6 +111,8 @@ def test_int_fills_a_float_and_a_list_fills_a_tuple(tmp_path: Path) -> None:
      r"classifier.epochs: expected an integer >= 1, got '3'"),
     ("compute", params.ComputeParams, "compute: {portable: 1}", r"compute.portable: expected true or false, got 1"),
     ("compute", params.ComputeParams, "compute: {portable: yes}", r"compute.portable: expected true or false, got 'yes'"),
+    ("compute", params.ComputeParams, "compute: {threads: 0}", r"compute.threads: expected an integer >= 1 and <= 8, got 0"),
+    ("compute", params.ComputeParams, "compute: {threads: 2.0}", r"compute.threads: expected an integer >= 1 and <= 8, got 2.0"),
     ("data", params.DataParams, "data: {binarize: static}",
      r"data.binarize: expected one of \['none', 'dynamic'\], got 'static'"),
     ("beta_sweep", params.BetaSweepParams, "beta_sweep: {betas: [1, -2]}",

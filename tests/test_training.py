@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stages.lib import compute, mnist, params, training
+from stages.lib import StageError, compute, mnist, params, training
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +165,68 @@ def test_cvae_generates_the_digit_it_is_asked_for(tmp_path: Path, mnist_dir: Pat
         grid = np.load(work / "artifacts/cvae/manifold.npy", allow_pickle=False)
         labels = judge.predict(grid.reshape(-1, 28, 28), verbose=0).argmax(axis=1)
         assert (labels == digit).mean() > 0.5, (digit, np.bincount(labels, minlength=10))
+
+
+# --- compute.threads: a train step in parts ---------------------------------------------------
+
+TRAIN_IN_PARTS = """
+import sys
+from pathlib import Path
+import numpy as np
+from stages.lib import params, training
+data = np.load(sys.argv[1], allow_pickle=False)
+p = params.VAEParams.model_validate_json(sys.argv[2])
+for parts in map(int, sys.argv[4:]):
+    training.train("vae", p, data["x_train"], data["x_test"], Path(sys.argv[3]) / f"parts_{parts}", parts=parts)
+"""
+
+
+def test_a_step_in_two_parts_trains_the_same_bytes_on_one_thread_or_two(data, tmp_path: Path) -> None:
+    """compute.threads: 2 computes each batch's gradient in two halves at once and sums them in order,
+    so the bytes depend on the parts, not on how many threads run them: two parts on one inter-op
+    thread (one after the other) and on two (at once) give the same files. Other bytes than one
+    part, but the same objective: the training loss follows one part's closely."""
+    from tests.conftest import ROOT, run, tool_env
+
+    x_train, x_test = data
+    np.savez(tmp_path / "data.npz", x_train=x_train[:1000], x_test=x_test)
+    p = P.model_copy(update={"epochs": 2}).model_dump_json()
+    for threads, parts in ((1, ["2"]), (2, ["2", "1"])):
+        env = tool_env(**compute.environment(True, threads), PYTHONPATH=str(ROOT))
+        run([sys.executable, "-c", TRAIN_IN_PARTS, str(tmp_path / "data.npz"), p, str(tmp_path / f"threads_{threads}"),
+             *parts], tmp_path, env)
+    files = ("encoder.keras", "decoder.keras", "history.tsv", "metrics.json")
+    one, two = (tmp_path / f"threads_{t}" / "parts_2" for t in (1, 2))
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    whole = tmp_path / "threads_2" / "parts_1"
+    assert (whole / "encoder.keras").read_bytes() != (two / "encoder.keras").read_bytes()
+    halves, single = (np.genfromtxt(d / "history.tsv", names=True, delimiter="\t") for d in (two, whole))
+    assert halves["loss"] == pytest.approx(single["loss"], rel=0.02)  # each half weighs its share of the batch
+
+
+def test_the_parts_gradients_sum_to_the_whole_batchs() -> None:
+    """The parts' gradients, each of its share of the batch mean, add up to the whole batch's (an AE:
+    no noise), the last batch's uneven halves included."""
+    import tensorflow as tf
+
+    from stages.lib import models
+
+    compute.seed_everything(0)
+    model = models.build("ae", 2, (32, 8), seed=0)
+    x = tf.constant(np.random.default_rng(0).random((37, 784), dtype=np.float32))
+    with tf.GradientTape() as tape:
+        loss = model.loss_terms(x, training=True)["loss"]
+    whole = tape.gradient(loss, model.trainable_weights)
+    halves = [model._part_gradients(x[a:b], tf.zeros(2, "int32"), (b - a) / 37) for a, b in ((0, 18), (18, 37))]
+    for w, g1, g2 in zip(whole, halves[0][0], halves[1][0]):
+        np.testing.assert_allclose(g1 + g2, w, rtol=1e-4, atol=1e-6)
+    assert float(halves[0][1]["loss"] + halves[1][1]["loss"]) == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_more_parts_than_the_last_batch_has_images_is_a_clear_error() -> None:
+    x_train, x_test = tiny_data()
+    p = TINY.model_copy(update={"batch_size": len(x_train) - 1})  # a last batch of one image
+    with pytest.raises(StageError, match=r"train@vae: compute.threads: 2 parts of each batch, but the last batch "
+                                         r"holds 1 image\(s\)"):
+        training.fit(models_build(), x_train, x_test, p, "train@vae", parts=2)

@@ -26,7 +26,8 @@ def run(main: Callable[..., None], compute: bool = True, choices: Sequence[str] 
             raise StageError(f"expected one argument, one of {list(choices)}; got {args}")
         if compute:
             from stages.lib import compute as compute_setup, params
-            compute_setup.apply(params.load("compute", params.ComputeParams).portable)
+            c = params.load("compute", params.ComputeParams)
+            compute_setup.apply(c.portable, c.threads)
         main(*args)
     except StageError as exc:
         sys.exit(f"error: {exc}")

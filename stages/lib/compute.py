@@ -21,6 +21,8 @@ import sys
 PORTABLE_ENV: dict[str, str] = {
     # One thread: the split of a reduction over threads otherwise changes the sum's order
     # (without these two, the trained VAE's weights moved by ~1e-7 on the same 2-core machine).
+    # compute.threads raises the inter-op count (environment()): whole computations side by side,
+    # each still on one thread.
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
     # XLA's CPU code (the train steps). Max ISA AVX2: LLVM emits AVX2 and FMA code, which every
@@ -75,9 +77,14 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def environment(portable: bool) -> dict[str, str]:
-    """The environment variables a stage needs for this ``compute.portable`` setting."""
-    return dict(PORTABLE_ENV) if portable else {}
+def environment(portable: bool, threads: int = 1) -> dict[str, str]:
+    """The environment variables a stage needs for ``compute.portable`` and ``compute.threads``.
+
+    Portable, each computation stays on one thread; ``threads`` inter-op threads let that many of
+    them run at once: the parts of a split train step (models.AE.train_step), whose bytes depend
+    on the number of parts, not on how many run at once.
+    """
+    return {**PORTABLE_ENV, "TF_NUM_INTEROP_THREADS": str(threads)} if portable else {}
 
 
 # With the vectoriser pinned, LLVM reports on stderr every loop it cannot vectorise at that width
@@ -86,14 +93,14 @@ def environment(portable: bool) -> dict[str, str]:
 LLVM_REMARK = b"remark: <unknown>:0:0: loop not vectorized"
 
 
-def apply(portable: bool) -> None:
-    """Make this process compute as ``portable`` says: if the settings are missing, run the stage
-    again in a child process that has them, and exit with its exit code.
+def apply(portable: bool, threads: int = 1) -> None:
+    """Make this process compute as ``portable`` and ``threads`` say: if the settings are missing,
+    run the stage again in a child process that has them, and exit with its exit code.
 
     Must run before numpy or TensorFlow compute anything; the child imports them afresh with
     the settings in place. This process only forwards the child's stderr, less LLVM's remarks.
     """
-    wanted = environment(portable)
+    wanted = environment(portable, threads)
     if all(os.environ.get(k) == v for k, v in wanted.items()):
         return
     os.environ.update(wanted)

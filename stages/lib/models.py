@@ -52,10 +52,14 @@ class Sampling(layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.part_seed = None  # set while a split train step traces one part (AE.train_step)
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        if self.part_seed is None:
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        else:  # the step drew this part's seed: parts run at once and must not both advance the generator
+            epsilon = tf.random.stateless_normal(ops.shape(z_mean), self.part_seed)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
     def get_config(self) -> dict:
@@ -153,6 +157,8 @@ class AE(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.term_names}
 
     term_names: tuple[str, ...] = ("loss", "reconstruction")
+    # compute.threads: each train step splits its batch into this many parts (training.compile_fast)
+    parts: int = 1
 
     def loss_terms(self, data, training: bool = False) -> dict:
         """Batch means of the loss terms; "loss" is the one minimised."""
@@ -163,11 +169,63 @@ class AE(keras.Model):
         return self.decoder(self.encoder(data, training=training))
 
     def train_step(self, data):
+        if self.parts > 1:
+            return self._track(self._split_step(data))
         with tf.GradientTape() as tape:
             terms = self.loss_terms(data, training=True)
         grads = tape.gradient(terms["loss"], self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
         return self._track(terms)
+
+    # --- one train step on several threads (compute.threads) ---------------------------------
+    # The batch is cut into ``parts`` slices; each slice's gradient is its own XLA launch, single-
+    # threaded as compute.portable wants, and TensorFlow runs the launches at once on its inter-op
+    # threads. The gradients are then summed in slice order and applied. So the bytes depend on
+    # ``parts``, never on the CPU or on which thread finishes first (tests/test_training.py).
+
+    def make_train_function(self, force: bool = False):
+        if self.parts == 1:
+            return super().make_train_function(force)
+        jit = self._jit_compile  # the step itself must not be one XLA launch, or its parts run in turn
+        self._jit_compile = False
+        try:
+            return super().make_train_function(force)
+        finally:
+            self._jit_compile = jit
+
+    def _split_step(self, data) -> dict:
+        if not hasattr(self, "_part_function"):
+            self._part_function = tf.function(self._part_gradients, jit_compile=True)
+            self._apply_function = tf.function(self._apply_parts, jit_compile=True)
+        n = tf.shape(tf.nest.flatten(data)[0])[0]
+        sampler = next((layer for layer in self.encoder.layers if isinstance(layer, Sampling)), None)
+        results = []
+        for i in range(self.parts):
+            start, stop = n * i // self.parts, n * (i + 1) // self.parts
+            part = tf.nest.map_structure(lambda a: a[start:stop], data)
+            # Drawn here, in slice order: the parts themselves touch no shared state.
+            seed = sampler.seed_generator.next() if sampler is not None else tf.zeros(2, "int32")
+            share = tf.cast(stop - start, "float32") / tf.cast(n, "float32")
+            results.append(self._part_function(part, seed, share))
+        return self._apply_function(results)
+
+    def _part_gradients(self, part, seed, share):
+        """The gradient of this slice's share of the batch mean, and its share of the terms."""
+        samplers = [layer for layer in self.encoder.layers if isinstance(layer, Sampling)]
+        for layer in samplers:
+            layer.part_seed = seed
+        try:
+            with tf.GradientTape() as tape:
+                terms = {k: share * v for k, v in self.loss_terms(part, training=True).items()}
+            return tape.gradient(terms["loss"], self.trainable_weights), terms
+        finally:
+            for layer in samplers:
+                layer.part_seed = None
+
+    def _apply_parts(self, results):
+        grads = [tf.add_n(list(g)) for g in zip(*(r[0] for r in results))]
+        self.optimizer.apply(grads, self.trainable_weights)
+        return {k: tf.add_n([r[1][k] for r in results]) for k in results[0][1]}
 
     def test_step(self, data):
         return self._track(self.loss_terms(data))

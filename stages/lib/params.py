@@ -66,6 +66,7 @@ class FetchParams(Block):
 
 class ComputeParams(Block):
     portable: StrictBool                              # the same bytes on any x86-64 CPU with AVX2 (stages/lib/compute.py)
+    threads: StrictInt = Field(ge=1, le=8)            # AE/VAE/CVAE train steps: the batch in this many parts at once
 
 
 class DataParams(Block):

@@ -75,11 +75,14 @@ def as_vectors(data: Any) -> Any:
     return models.flatten(data)
 
 
-def compile_fast(model: keras.Model, learning_rate: float, **compile_args: Any) -> None:
+def compile_fast(model: keras.Model, learning_rate: float, parts: int = 1, **compile_args: Any) -> None:
     """Adam, the train step compiled with XLA (on the CPU), STEPS_PER_EXECUTION steps per call.
 
+    ``parts`` (compute.threads; an AE, VAE or CVAE): each step's batch in that many parts at once.
     ``compile_args`` (loss, metrics) serve a model without its own train_step: the classifier.
     """
+    if parts > 1:
+        model.parts = parts
     with models.xla_allowed():
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=STEPS_PER_EXECUTION,
                       jit_compile=models.use_xla(), **compile_args)
@@ -201,7 +204,7 @@ def split_validation(data: Any, n: int, seed: int, binarize: str = "none") -> tu
 
 def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
         callbacks: Sequence[keras.callbacks.Callback] = (), binarize: str = "none",
-        validation_name: str = "test", verbose: int | None = None) -> dict[str, list[float]]:
+        validation_name: str = "test", verbose: int | None = None, parts: int = 1) -> dict[str, list[float]]:
     """Train with Adam on images (or (images, labels)); return the per-epoch history
     (train terms and ``test_`` terms, or ``<validation_name>_`` terms when ``test`` is a validation
     split). ``binarize="dynamic"`` draws the training pixels anew each epoch (the test set comes
@@ -209,9 +212,14 @@ def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
     terminal, a line per epoch otherwise).
 
     Raises TrainingError if a training or test term becomes NaN or infinite in any epoch. A run
-    that an EarlyStopping callback ended before ``p.epochs`` is not an error.
+    that an EarlyStopping callback ended before ``p.epochs`` is not an error. ``parts``: compute.threads.
     """
-    compile_fast(model, p.learning_rate)
+    n = len(train[0]) if isinstance(train, tuple) else len(train)
+    if 0 < n % p.batch_size < parts:  # a part of no image has no mean
+        raise StageError(f"{stage}: compute.threads: {parts} parts of each batch, but the last batch holds "
+                         f"{n % p.batch_size} image(s) ({n} images, batch_size {p.batch_size}); use fewer threads "
+                         f"or another batch_size")
+    compile_fast(model, p.learning_rate, parts)
     history = model.fit(
         dataset(as_vectors(train), p.batch_size, shuffle_seed=p.seed,
                 binarize_seed=p.seed if binarize == "dynamic" else None), epochs=p.epochs,
@@ -269,7 +277,7 @@ def write_outputs(out_dir: Path, model: models.AE, history: dict[str, list[float
 
 
 def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage: str, binarize: str = "none",
-               progress: bool = False, recorder: Recorder | None = None, scale: str = "log_var"
+               progress: bool = False, recorder: Recorder | None = None, scale: str = "log_var", parts: int = 1
                ) -> tuple[models.AE, dict[str, list[float]], dict[str, float]]:
     """Seed, build and fit one model under ``p``'s protocol, and score it on the test set: (model,
     history, metrics). ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels)).
@@ -280,6 +288,7 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
     one EpochLine per epoch instead of Keras' output. ``recorder``: a callback that records through
     training (snapshots.Recorder), first in line, so that it sees each epoch's weights before an early
     stopping restores the best ones. ``scale``: how a VAE's encoder predicts its spread (models.build).
+    ``parts``: compute.threads, the parts of each train step's batch (models.AE.train_step).
     """
     seed_everything(p.seed)
     beta, warmup = getattr(p, "beta", 1.0), getattr(p, "kl_warmup_epochs", 0)
@@ -304,7 +313,7 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
         callbacks.append(EpochLine(stage, p.epochs, stopper))
     history = fit(model, train_data, test_data if validation is None else validation, p, stage,
                   callbacks=callbacks, binarize=binarize, validation_name="test" if validation is None else "validation",
-                  verbose=0 if progress else None)
+                  verbose=0 if progress else None, parts=parts)
     test = evaluate(model, test_data)
     metrics = {"test_reconstruction": test["reconstruction"]}
     if kind != "ae":
@@ -318,14 +327,14 @@ def fit_scored(kind: str, p: TrainParams, train_data: Any, test_data: Any, stage
 
 def train(kind: str, p: TrainParams, train_data: Any, test_data: Any, out_dir: Path,
           binarize: str = "none", stage: str | None = None, progress: bool = False,
-          recorder: Recorder | None = None, scale: str = "log_var") -> dict[str, float]:
+          recorder: Recorder | None = None, scale: str = "log_var", parts: int = 1) -> dict[str, float]:
     """Seed, build, fit and evaluate one model (``fit_scored``); write its outputs; return its metrics.
 
     ``kind`` is "ae", "vae" or "cvae" (whose data are (images, one-hot labels) tuples).
     ``recorder``: a callback that records through training (snapshots.Recorder); its file is
-    written with the models.
+    written with the models. ``parts``: compute.threads.
     """
     model, history, metrics = fit_scored(kind, p, train_data, test_data, stage or f"train@{kind}", binarize, progress,
-                                         recorder, scale)
+                                         recorder, scale, parts)
     write_outputs(out_dir, model, history, metrics, recorder)
     return metrics
