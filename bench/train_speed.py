@@ -1,12 +1,13 @@
-"""Seconds per training epoch: the notebook's code, the project in its default mode and in its fast mode.
+"""Seconds per training epoch: the notebook's code, the project in its default mode, with two threads, in its fast mode.
 
     python -m bench.train_speed [--epochs 8] [--model ae|vae]      (make bench)
 
-Three setups, each in its own process, because TensorFlow, XLA and oneDNN read their settings
+Four setups, each in its own process, because TensorFlow, XLA and oneDNN read their settings
 from the environment once, when they load:
   notebook  the notebook's own code: one ``model.fit`` on float64 arrays (uint8 / 255.0), batch
             128, Keras' mean binary cross-entropy, TensorFlow's defaults (bench/notebook_reference.py)
   default   the project as ``dvc repro`` trains, ``compute.portable: true`` (stages/lib/compute.py)
+  threads   the same with ``compute.threads: 2``: each step's batch in two halves at once, one per core
   fast      the same code with ``compute.portable: false`` (each library's fastest kernels, all cores)
 All train on the 60 000 training images at batch 128 with the test set evaluated after every epoch
 (the notebook's VAE has no validation, so with --model vae the notebook does less work per epoch).
@@ -28,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-SETUPS = ("notebook", "default", "fast")
+SETUPS = ("notebook", "default", "threads", "fast")
+THREADS = {"notebook": 1, "default": 1, "threads": 2, "fast": 1}  # compute.threads of each setup
 
 
 def cpu_info() -> dict[str, str]:
@@ -59,7 +61,7 @@ def worker(setup: str, model: str, epochs: int) -> None:
     from stages.lib import compute
 
     if setup != "notebook":
-        compute.apply(setup == "default")  # re-executes this worker with the settings, as a stage would
+        compute.apply(setup != "fast", THREADS[setup])  # re-executes this worker with the settings, as a stage would
     import keras
     import numpy as np
 
@@ -98,7 +100,7 @@ def worker(setup: str, model: str, epochs: int) -> None:
 
         compute.seed_everything(0)
         net = models.build(model, 2, (128, 16), seed=0)
-        training.compile_fast(net, 0.001)
+        training.compile_fast(net, 0.001, parts=THREADS[setup])
         train = training.dataset(training.as_vectors(x_train), 128, shuffle_seed=0)
         test = training.dataset(training.as_vectors(x_test), training.EVAL_BATCH_SIZE)
         fit = lambda cb: net.fit(train, epochs=epochs, validation_data=test, callbacks=cb, verbose=0)  # noqa: E731
@@ -144,7 +146,7 @@ def main() -> None:
         receive(setup)
     logs: dict[str, list[dict]] = {s: [] for s in SETUPS}
     for epoch in range(args.epochs):
-        order = SETUPS[epoch % 3:] + SETUPS[:epoch % 3]
+        order = SETUPS[epoch % len(SETUPS):] + SETUPS[:epoch % len(SETUPS)]
         for setup in order:
             procs[setup].stdin.write("go\n")
             procs[setup].stdin.flush()
@@ -162,13 +164,14 @@ def main() -> None:
           + "  ".join("/".join(f"{times[s][i]:.2f}" for s in SETUPS) for i in range(len(times["notebook"]))))
     print(f"{'setup':10} {'compute':26} {'s/epoch':>8} {'notebook / this':>16} {'train loss':>11} {'test loss':>10}")
     mode = {"notebook": "TensorFlow's defaults", "default": "compute.portable: true",
-            "fast": "compute.portable: false"}
+            "threads": "portable, threads: 2", "fast": "compute.portable: false"}
     for s in SETUPS:
         ratio = statistics.median(a / b for a, b in zip(times["notebook"], times[s]))
         print(f"{s:10} {mode[s]:26} {statistics.median(times[s]):8.3f} {ratio:15.2f}x "
               f"{logs[s][-1]['loss']:11.2f} {logs[s][-1]['test_loss']:10.2f}")
-    fast_default = statistics.median(a / b for a, b in zip(times["fast"], times["default"]))
-    print(f"default mode against the fast mode (fast / default, median of paired epochs): {fast_default:.2f}x")
+    for s in ("default", "threads"):
+        against_fast = statistics.median(a / b for a, b in zip(times["fast"], times[s]))
+        print(f"{mode[s]} against the fast mode (fast / {s}, median of paired epochs): {against_fast:.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_stage_times_prints_what_each_stage_did_and_took(
 
 
 @pytest.mark.slow
-def test_make_bench_prints_the_three_setups_the_cpu_and_the_ratios(
+def test_make_bench_prints_the_four_setups_the_cpu_and_the_ratios(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:
     proj = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
     # bench/ is not among a project copy's files: it runs from here, on the copy's data/mnist.npz.
@@ -32,8 +32,10 @@ def test_make_bench_prints_the_three_setups_the_cpu_and_the_ratios(
               {**proj.env, "PYTHONPATH": str(ROOT)}).stdout
     cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1].splitlines()[0].strip()
     assert cpu in out, out
-    rows = re.findall(r"^(notebook|default|fast)\s+(.+?)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)$", out, re.M)
-    assert [r[0] for r in rows] == ["notebook", "default", "fast"], out
-    assert [r[1] for r in rows] == ["TensorFlow's defaults", "compute.portable: true", "compute.portable: false"]
+    rows = re.findall(r"^(notebook|default|threads|fast)\s+(.+?)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["notebook", "default", "threads", "fast"], out
+    assert [r[1] for r in rows] == ["TensorFlow's defaults", "compute.portable: true", "portable, threads: 2",
+                                    "compute.portable: false"]
     assert float(rows[0][3]) == 1.0 and all(float(r[2]) > 0 and 50 < float(r[4]) < 550 for r in rows), rows
-    assert re.search(r"fast / default, median of paired epochs\): [\d.]+x$", out, re.M), out
+    for s in ("default", "threads"):
+        assert re.search(rf"fast / {s}, median of paired epochs\): [\d.]+x$", out, re.M), out
