@@ -227,6 +227,8 @@ def test_the_parts_gradients_sum_to_the_whole_batchs() -> None:
 def test_more_parts_than_the_last_batch_has_images_is_a_clear_error() -> None:
     x_train, x_test = tiny_data()
     p = TINY.model_copy(update={"batch_size": len(x_train) - 1})  # a last batch of one image
-    with pytest.raises(StageError, match=r"train@vae: compute.threads: 2 parts of each batch, but the last batch "
-                                         r"holds 1 image\(s\)"):
+    with pytest.raises(StageError, match=r"train@vae: compute.threads: 2 parts of each batch, but a batch "
+                                         r"holds 1 image\(s\) \(64 images, batch_size 63\)"):
         training.fit(models_build(), x_train, x_test, p, "train@vae", parts=2)
+    with pytest.raises(StageError, match=r"but a batch holds 1 image\(s\) \(64 images, batch_size 1\)"):
+        training.fit(models_build(), x_train, x_test, TINY.model_copy(update={"batch_size": 1}), "train@vae", parts=2)

@@ -215,9 +215,10 @@ def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
     that an EarlyStopping callback ended before ``p.epochs`` is not an error. ``parts``: compute.threads.
     """
     n = len(train[0]) if isinstance(train, tuple) else len(train)
-    if 0 < n % p.batch_size < parts:  # a part of no image has no mean
-        raise StageError(f"{stage}: compute.threads: {parts} parts of each batch, but the last batch holds "
-                         f"{n % p.batch_size} image(s) ({n} images, batch_size {p.batch_size}); use fewer threads "
+    smallest = min(p.batch_size, n % p.batch_size or p.batch_size)  # the last batch may be shorter
+    if smallest < parts:  # a part of no image has no mean
+        raise StageError(f"{stage}: compute.threads: {parts} parts of each batch, but a batch holds "
+                         f"{smallest} image(s) ({n} images, batch_size {p.batch_size}); use fewer threads "
                          f"or another batch_size")
     compile_fast(model, p.learning_rate, parts)
     history = model.fit(
