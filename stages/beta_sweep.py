@@ -32,8 +32,9 @@ VAE_KEYS = ("latent_dim", "hidden", "epochs", "batch_size", "learning_rate", "se
 EVALUATE_KEYS = ("n_samples", "seed", "threshold")
 
 
-def train_one(beta: float, models_dir: Path) -> dict:
-    """Train and score the VAE for one beta; save its encoder and decoder under ``models_dir``."""
+def train_one(beta: float, models_dir: Path, parts: int = 1) -> dict:
+    """Train and score the VAE for one beta, each step in ``parts`` parts (compute.threads); save its
+    encoder and decoder under ``models_dir``."""
     from stages.lib import metrics, models, training
 
     # model_construct does not re-validate: beta_sweep.betas has the same bounds as vae.beta.
@@ -44,8 +45,7 @@ def train_one(beta: float, models_dir: Path) -> dict:
     x_train, _, x_test, _ = mnist.load(train_limit=data.train_limit, binarize=data.binarize)
     # As train@vae does (seed, build, fit, score): vae.beta in the sweep gives the very same model.
     model, _, scores = training.fit_scored("vae", p, x_train, x_test, f"beta_sweep ({sweep_name(beta)})",
-                                           binarize=data.binarize,
-                                           parts=params.load("compute", params.ComputeParams).threads)
+                                           binarize=data.binarize, parts=parts)
     classifier = models.load("artifacts/classifier/model.keras")
     z = np.random.default_rng(e.seed).standard_normal((e.n_samples, p.latent_dim)).astype(np.float32)
     probabilities = models.predict(classifier, models.decode(model.decoder, z))
@@ -74,10 +74,10 @@ def main() -> None:
     try:
         n = workers(len(betas), compute.portable, compute.threads)
         if n == 1:
-            results = [train_one(b, staging) for b in betas]
+            results = [train_one(b, staging, compute.threads) for b in betas]
         else:  # spawn: a fresh interpreter per worker, with the compute settings inherited
             with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-                results = list(pool.map(train_one, betas, [staging] * len(betas)))
+                results = list(pool.map(train_one, betas, [staging] * len(betas), [compute.threads] * len(betas)))
         # Checked (a NaN is a StageError naming the file and the key) before the models are replaced.
         metrics = json_text({sweep_name(r["beta"]): r for r in results}, name=OUT / "metrics.json")
         shutil.rmtree(final, ignore_errors=True)

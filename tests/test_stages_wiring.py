@@ -215,7 +215,7 @@ def test_beta_sweep_nan_is_one_error_line_and_keeps_the_old_models(stage_dir: Pa
     files.write_text(old_model, "old model")
     files.write_json("artifacts/beta_sweep/metrics.json", {"beta_2": {"test_kl": 1.0}})
 
-    def train_one(beta: float, models_dir: Path) -> dict:
+    def train_one(beta: float, models_dir: Path, parts: int = 1) -> dict:
         files.write_text(models_dir / sweep_name(beta) / "encoder.keras", "new model")
         return {"beta": beta, "test_reconstruction": 100.0, "test_kl": float("nan"), "test_neg_elbo": float("nan"),
                 "samples": {"recognisable_share": 0.5}}

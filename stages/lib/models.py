@@ -198,20 +198,20 @@ class AE(keras.Model):
             self._part_function = tf.function(self._part_gradients, jit_compile=True)
             self._apply_function = tf.function(self._apply_parts, jit_compile=True)
         n = tf.shape(tf.nest.flatten(data)[0])[0]
-        sampler = next((layer for layer in self.encoder.layers if isinstance(layer, Sampling)), None)
+        samplers = self._samplers
         results = []
         for i in range(self.parts):
             start, stop = n * i // self.parts, n * (i + 1) // self.parts
             part = tf.nest.map_structure(lambda a: a[start:stop], data)
             # Drawn here, in slice order: the parts themselves touch no shared state.
-            seed = sampler.seed_generator.next() if sampler is not None else tf.zeros(2, "int32")
+            seed = samplers[0].seed_generator.next() if samplers else tf.zeros(2, "int32")
             share = tf.cast(stop - start, "float32") / tf.cast(n, "float32")
             results.append(self._part_function(part, seed, share))
         return self._apply_function(results)
 
     def _part_gradients(self, part, seed, share):
         """The gradient of this slice's share of the batch mean, and its share of the terms."""
-        samplers = [layer for layer in self.encoder.layers if isinstance(layer, Sampling)]
+        samplers = self._samplers
         for layer in samplers:
             layer.part_seed = seed
         try:
@@ -221,6 +221,11 @@ class AE(keras.Model):
         finally:
             for layer in samplers:
                 layer.part_seed = None
+
+    @property
+    def _samplers(self) -> list[Sampling]:
+        """The encoder's Sampling layers (the AE has none): a split step seeds them part by part."""
+        return [layer for layer in self.encoder.layers if isinstance(layer, Sampling)]
 
     def _apply_parts(self, results):
         grads = [tf.add_n(list(g)) for g in zip(*(r[0] for r in results))]
