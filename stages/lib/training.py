@@ -215,7 +215,7 @@ def fit(model: models.AE, train: Any, test: Any, p: TrainParams, stage: str,
     that an EarlyStopping callback ended before ``p.epochs`` is not an error. ``parts``: compute.threads.
     """
     n = len(train[0]) if isinstance(train, tuple) else len(train)
-    smallest = min(p.batch_size, n % p.batch_size or p.batch_size)  # the last batch may be shorter
+    smallest = n % p.batch_size or p.batch_size  # the last batch, the shortest (or all are full)
     if smallest < parts:  # a part of no image has no mean
         raise StageError(f"{stage}: compute.threads: {parts} parts of each batch, but a batch holds "
                          f"{smallest} image(s) ({n} images, batch_size {p.batch_size}); use fewer threads "
