@@ -1,6 +1,6 @@
 """Seconds per training epoch: the notebook's code, the project in its default mode, with two threads, in its fast mode.
 
-    python -m bench.train_speed [--epochs 8] [--model ae|vae]      (make bench)
+    python -m bench.train_speed [--epochs 8] [--model ae|vae] [--images N]      (make bench)
 
 Four setups, each in its own process, because TensorFlow, XLA and oneDNN read their settings
 from the environment once, when they load:
@@ -11,6 +11,8 @@ from the environment once, when they load:
   fast      the same code with ``compute.portable: false`` (each library's fastest kernels, all cores)
 All train on the 60 000 training images at batch 128 with the test set evaluated after every epoch
 (the notebook's VAE has no validation, so with --model vae the notebook does less work per epoch).
+--images N takes the first N training images and N / 6 test images instead: a quick run of the
+same code (tests/test_tools.py), whose times say little about a full epoch's.
 
 The machines here are shared and their speed drifts within minutes, so the three run in lockstep:
 each process runs its own single ``fit`` and waits at the start of every epoch until this one lets
@@ -56,7 +58,7 @@ def cpu_model() -> str:
 
 # --- a worker: one setup, one process ------------------------------------------------------------
 
-def worker(setup: str, model: str, epochs: int) -> None:
+def worker(setup: str, model: str, epochs: int, images: int) -> None:
     """Train one setup, epoch by epoch as the coordinator (on stdin/stdout) allows."""
     from stages.lib import compute
 
@@ -80,7 +82,8 @@ def worker(setup: str, model: str, epochs: int) -> None:
             print(json.dumps({"seconds": seconds, "loss": logs["loss"] * scale,
                               "test_loss": logs.get("val_loss", float("nan")) * scale}), flush=True)
 
-    x_train, _, x_test, _ = mnist.load()
+    x_train, _, x_test, _ = mnist.load(train_limit=images)
+    x_test = x_test[:images // 6]
     if setup == "notebook":
         from bench import notebook_reference as nb
 
@@ -123,16 +126,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8, help="epochs of each setup (the first one excluded)")
     parser.add_argument("--model", choices=["ae", "vae"], default="ae")
+    parser.add_argument("--images", type=int, default=60000,
+                        help="training images (the first N; the test set's first N / 6): fewer for a quick run")
     parser.add_argument("--worker", choices=SETUPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch, which compiles, is excluded)")
+    if not 128 <= args.images <= 60000:
+        parser.error(f"--images must be between 128 (one batch) and 60000, got {args.images}")
     if args.worker:
-        return worker(args.worker, args.model, args.epochs)
+        return worker(args.worker, args.model, args.epochs, args.images)
 
     load = os.getloadavg()[0]
     procs = {s: subprocess.Popen([sys.executable, "-m", "bench.train_speed", "--worker", s, "--epochs",
-                                  str(args.epochs), "--model", args.model], env=worker_env(s),
+                                  str(args.epochs), "--model", args.model, "--images", str(args.images)],
+                                 env=worker_env(s),
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
              for s in SETUPS}
 
@@ -157,8 +165,8 @@ def main() -> None:
             raise SystemExit(f"bench: the {setup} worker failed")
 
     times = {s: [e["seconds"] for e in logs[s]][1:] for s in SETUPS}
-    print(f"{args.model.upper()}, batch 128, {args.epochs} epochs per setup in lockstep, first epoch excluded; "
-          f"{cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at the start, "
+    print(f"{args.model.upper()}, batch 128, {args.images} training images, {args.epochs} epochs per setup in "
+          f"lockstep, first epoch excluded; {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end")
     print("epoch times (s), " + " / ".join(SETUPS) + ": "
           + "  ".join("/".join(f"{times[s][i]:.2f}" for s in SETUPS) for i in range(len(times["notebook"]))))

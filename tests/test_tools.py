@@ -28,10 +28,10 @@ def test_make_bench_prints_the_four_setups_the_cpu_and_the_ratios(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> None:
     proj = copy_of(tiny_base(tmp_path_factory, mnist_dir), tmp_path / "project", mnist_dir)
     # bench/ is not among a project copy's files: it runs from here, on the copy's data/mnist.npz.
-    out = run([sys.executable, "-m", "bench.train_speed", "--epochs", "2"], proj.path,
+    out = run([sys.executable, "-m", "bench.train_speed", "--epochs", "2", "--images", "6000"], proj.path,
               {**proj.env, "PYTHONPATH": str(ROOT)}).stdout
     cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1].splitlines()[0].strip()
-    assert cpu in out, out
+    assert cpu in out and "6000 training images" in out, out
     rows = re.findall(r"^(notebook|default|threads|fast)\s+(.+?)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert [r[0] for r in rows] == ["notebook", "default", "threads", "fast"], out
     assert [r[1] for r in rows] == ["TensorFlow's defaults", "compute.portable: true", "portable, threads: 2",
