@@ -1,5 +1,6 @@
-"""tools/install-system-deps: quiet when chromium and qemu-user are there; otherwise installs them,
-or exits non-zero saying why it cannot (so `make test` stops instead of the tests skipping)."""
+"""tools/install-system-deps: quiet when chromium, qemu-user and a C compiler are there; otherwise
+installs them, or exits non-zero saying why it cannot (so `make test` stops instead of the tests
+skipping)."""
 from __future__ import annotations
 
 import os
@@ -45,9 +46,11 @@ def test_a_failing_apt_get_fails(tmp_path: Path) -> None:
 
 
 def test_quiet_and_successful_when_both_are_present(tmp_path: Path) -> None:
-    result = run_with(tmp_path, {"id": "echo 1000", "qemu-x86_64": "exit 0"})
-    if CHROMIUM.exists():
+    result = run_with(tmp_path, {"id": "echo 1000", "qemu-x86_64": "exit 0", "cc": "exit 0"})
+    lacking = [name for name, path in (("chromium", CHROMIUM), ("libc6-dev", Path("/usr/include/dlfcn.h")))
+               if not path.exists()]
+    if not lacking:
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    else:  # this machine lacks Chromium: still named, never a silent pass
-        assert result.returncode == 1 and "chromium" in result.stderr, result.stderr
+    else:  # this machine lacks one: still named, never a silent pass
+        assert result.returncode == 1 and all(name in result.stderr for name in lacking), result.stderr
     assert os.access(SCRIPT, os.X_OK)
