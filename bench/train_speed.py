@@ -166,8 +166,8 @@ def main() -> None:
 
     times = {s: [e["seconds"] for e in logs[s]][1:] for s in SETUPS}
     print(f"{args.model.upper()}, batch 128, {args.images} training images, {args.epochs} epochs per setup in "
-          f"lockstep, first epoch excluded; {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end")
+          f"lockstep, first epoch excluded; {cpu_model()}, {os.cpu_count()} cores, "
+          f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print("epoch times (s), " + " / ".join(SETUPS) + ": "
           + "  ".join("/".join(f"{times[s][i]:.2f}" for s in SETUPS) for i in range(len(times["notebook"]))))
     print(f"{'setup':10} {'compute':26} {'s/epoch':>8} {'notebook / this':>16} {'train loss':>11} {'test loss':>10}")

@@ -45,7 +45,7 @@ def test_a_failing_apt_get_fails(tmp_path: Path) -> None:
     assert "apt-get could not install them" in result.stderr and "E: Unable" in result.stderr, result.stderr
 
 
-def test_quiet_and_successful_when_both_are_present(tmp_path: Path) -> None:
+def test_quiet_and_successful_when_all_are_present(tmp_path: Path) -> None:
     result = run_with(tmp_path, {"id": "echo 1000", "qemu-x86_64": "exit 0", "cc": "exit 0"})
     lacking = [name for name, path in (("chromium", CHROMIUM), ("libc6-dev", Path("/usr/include/dlfcn.h")))
                if not path.exists()]
