@@ -388,3 +388,25 @@ def tiny_base(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
         proj.commit("tiny run")
 
     return Project(once(factory, "tiny-base", build), mnist_dir)
+
+
+# The change tests/test_report.py reviews, made once on a copy of tiny_base and shared: it retrains
+# only the VAE, so its metrics and figures move, the AE's do not.
+CHANGE = {"vae": {"beta": 0.5}}
+
+
+def reviewed(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
+    """A copy of tiny_base with CHANGE made and reproduced but not committed: a change to review.
+    What its `dvc repro` printed is in reviewed_output()."""
+    def build(path: Path) -> None:
+        proj = copy_of(tiny_base(factory, mnist_dir), path, mnist_dir)
+        proj.set_params(CHANGE)
+        out = proj.dvc("repro").stdout
+        (path.parent / f"{path.name}.repro.log").write_text(out)
+
+    return Project(once(factory, "reviewed", build), mnist_dir)
+
+
+def reviewed_output(project: Project) -> str:
+    """The output of the `dvc repro` that made ``project`` (reviewed())."""
+    return (project.path.parent / f"{project.path.name}.repro.log").read_text()

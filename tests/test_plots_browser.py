@@ -22,8 +22,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import ROOT
-from tests.test_report import declared_images, reviewed
+from tests.conftest import ROOT, reviewed
+from tests.test_report import declared_images
 
 CHROMIUM = Path("/usr/bin/chromium")
 VENDORED = ROOT / "tests" / "fixtures" / "vega"

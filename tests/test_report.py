@@ -1,6 +1,6 @@
 """`make report` and the PR workflow: a param change, its metric deltas and changed figures.
 
-The reviewed change is made on a copy of the session's tiny project (tests/conftest.py: tiny_base).
+The reviewed change is made once, on a copy of the session's tiny project (tests/conftest.py: reviewed).
 """
 from __future__ import annotations
 
@@ -14,22 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Project, copy_of, once, run, tiny_base
+from tests.conftest import CHANGE, ROOT, Project, reviewed, run
 from tools import report as tool
-
-# The change under review: retrains only the VAE, so its metrics and figures move, the AE's do not.
-CHANGE = {"vae": {"beta": 0.5}}
-
-
-def reviewed(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
-    """A copy of tiny_base with CHANGE made and reproduced but not committed: a change to review."""
-    def build(path: Path) -> None:
-        proj = copy_of(tiny_base(factory, mnist_dir), path, mnist_dir)
-        proj.set_params(CHANGE)
-        proj.dvc("repro")
-
-    return Project(once(factory, "reviewed", build), mnist_dir)
-
 
 def declared_images(project: Path) -> list[str]:
     """The image files under the stages' `plots:` in the project's dvc.yaml, foreach resolved
