@@ -395,18 +395,22 @@ def tiny_base(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
 CHANGE = {"vae": {"beta": 0.5}}
 
 
+def _repro_log(path: Path) -> Path:
+    """Where reviewed() keeps what its `dvc repro` printed: beside the project, out of its git status."""
+    return path.parent / f"{path.name}.repro.log"
+
+
 def reviewed(factory: pytest.TempPathFactory, mnist_dir: Path) -> Project:
     """A copy of tiny_base with CHANGE made and reproduced but not committed: a change to review.
     What its `dvc repro` printed is in reviewed_output()."""
     def build(path: Path) -> None:
         proj = copy_of(tiny_base(factory, mnist_dir), path, mnist_dir)
         proj.set_params(CHANGE)
-        out = proj.dvc("repro").stdout
-        (path.parent / f"{path.name}.repro.log").write_text(out)
+        _repro_log(path).write_text(proj.dvc("repro").stdout)
 
     return Project(once(factory, "reviewed", build), mnist_dir)
 
 
 def reviewed_output(project: Project) -> str:
     """The output of the `dvc repro` that made ``project`` (reviewed())."""
-    return (project.path.parent / f"{project.path.name}.repro.log").read_text()
+    return _repro_log(project.path).read_text()

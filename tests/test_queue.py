@@ -50,9 +50,10 @@ def stage_processes(project: Project) -> dict[int, Seen]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            modules = [a.decode() for a in cmdline if a.startswith(b"stages.")] if b"-m" in cmdline else []
             if EXPERIMENT.encode() in cmdline:
                 modules = [EXPERIMENT]
+            else:
+                modules = [a.decode() for a in cmdline if a.startswith(b"stages.")] if b"-m" in cmdline else []
             if not modules:
                 continue
             cwd = Path(proc / "cwd").resolve()
