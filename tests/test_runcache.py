@@ -45,6 +45,22 @@ def tiny(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Pa
 # What vae.beta reruns: the VAE's branch, not the sweep (which replaces beta) nor the AE's or the CVAE's.
 BETA_AFFECTED = {"train@vae", "encode@vae", "evolution@vae", "animate", "generate@vae", "plot@vae", "evaluate@vae",
                  "likelihood@vae", "plot_beta_sweep", "explore"}
+# What plot.dpi reruns: every figure.
+DPI_AFFECTED = {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}
+
+
+def revert_restores(project: Project, affected: set[str], before: dict[str, str]) -> str:
+    """Revert params.yaml and `dvc repro`: every stage of ``affected`` restored from the run-cache, no
+    stage command run (but ALWAYS_RERUN's), the files of ``before`` back, nothing left to do. Returns
+    what `dvc repro` printed."""
+    project.git("checkout", "params.yaml")
+    back = project.dvc("repro").stdout
+    assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
+    assert restored(back) == affected, back
+    assert snapshot(project) == before
+    assert project.git("status", "--porcelain").stdout == ""
+    assert "up to date" in project.dvc("status").stdout
+    return back
 
 
 @pytest.mark.slow
@@ -58,14 +74,8 @@ def test_a_training_edit_and_its_revert_restore_from_the_run_cache(
     proj = copy_of(edited_once, tmp_path / "project", mnist_dir)
     edited = snapshot(proj)
 
-    proj.git("checkout", "params.yaml")
-    back = proj.dvc("repro").stdout
-    assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
-    assert restored(back) == BETA_AFFECTED, back
+    back = revert_restores(proj, BETA_AFFECTED, snapshot(base))
     assert "Epoch 1/" not in back  # no training code ran
-    assert snapshot(proj) == snapshot(base)
-    assert proj.git("status", "--porcelain").stdout == ""
-    assert "up to date" in proj.dvc("status").stdout
 
     proj.set_params(CHANGE)
     again = proj.dvc("repro").stdout
@@ -78,16 +88,8 @@ def test_a_plot_edit_and_its_revert_restore_from_the_run_cache(tiny: Project) ->
     before = snapshot(tiny)
     tiny.set_params({"plot": {"dpi": 81}})  # every figure
     edited = tiny.dvc("repro").stdout
-    affected = {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}
-    assert ran(edited) - set(ALWAYS_RERUN) == affected, edited
-
-    tiny.git("checkout", "params.yaml")
-    back = tiny.dvc("repro").stdout
-    assert ran(back) <= set(ALWAYS_RERUN), f"ran a stage command instead of restoring:\n{back}"
-    assert restored(back) == affected, back
-    assert snapshot(tiny) == before
-    assert tiny.git("status", "--porcelain").stdout == ""
-    assert "up to date" in tiny.dvc("status").stdout
+    assert ran(edited) - set(ALWAYS_RERUN) == DPI_AFFECTED, edited
+    revert_restores(tiny, DPI_AFFECTED, before)
 
 
 @pytest.mark.slow
@@ -116,8 +118,6 @@ def test_make_repro_records_the_run_cache_of_stages_that_did_not_run(tiny: Proje
     import shutil
     import subprocess
 
-    plots = {"plot@ae", "plot@vae", "plot@cvae", "plot_samples", "plot_beta_sweep"}
-
     def edit_and_revert() -> str:
         tiny.set_params({"plot": {"dpi": 81}})
         tiny.dvc("repro")
@@ -127,7 +127,7 @@ def test_make_repro_records_the_run_cache_of_stages_that_did_not_run(tiny: Proje
     # Without the commit, as after a plain `dvc repro`: the revert recomputes every figure.
     shutil.rmtree(tiny.path / ".dvc/cache/runs")
     assert "Running stage" not in tiny.dvc("repro").stdout
-    assert ran(edit_and_revert()) == plots
+    assert ran(edit_and_revert()) == DPI_AFFECTED
 
     shutil.rmtree(tiny.path / ".dvc/cache/runs")
     # As in the repository, the paper's pipeline (never run by make repro, its outputs absent) lies
@@ -139,5 +139,5 @@ def test_make_repro_records_the_run_cache_of_stages_that_did_not_run(tiny: Proje
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     assert "Running stage" not in make.stdout
     back = edit_and_revert()
-    assert restored(back) == plots and ran(back) <= set(ALWAYS_RERUN), back
+    assert restored(back) == DPI_AFFECTED and ran(back) <= set(ALWAYS_RERUN), back
     assert tiny.git("status", "--porcelain").stdout == ""
